@@ -1,0 +1,132 @@
+// Package httpapi holds the conventions of Mercato's public REST API that
+// every service's handlers share: strict JSON decoding with errors that name
+// the field, JSON responses, list pagination and conditional GETs.
+package httpapi
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/mercato/mercato/platform/problem"
+)
+
+// Decode reads a JSON object from the request body into v. It refuses unknown
+// fields, trailing data, wrong types and oversized bodies, returning a
+// *problem.Problem that names what is wrong.
+func Decode(r *http.Request, v any) error {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") && !strings.HasSuffix(strings.SplitN(ct, ";", 2)[0], "+json") {
+		return problem.New(http.StatusUnsupportedMediaType, "unsupported-media-type", "send the body as application/json")
+	}
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return decodeError(err)
+	}
+	if dec.More() {
+		return problem.BadRequest("the body holds more than one JSON value")
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return problem.TooLarge(tooBig.Limit)
+		}
+		return problem.BadRequest("unexpected data after the JSON object")
+	}
+	return nil
+}
+
+func decodeError(err error) error {
+	var (
+		syntax    *json.SyntaxError
+		typeErr   *json.UnmarshalTypeError
+		tooBig    *http.MaxBytesError
+		invalidUT *json.InvalidUnmarshalError
+	)
+	switch {
+	case errors.Is(err, io.EOF):
+		return problem.BadRequest("the request body is empty; send a JSON object")
+	case errors.As(err, &tooBig):
+		return problem.TooLarge(tooBig.Limit)
+	case errors.As(err, &syntax):
+		return problem.BadRequest(fmt.Sprintf("malformed JSON at byte %d: %s", syntax.Offset, syntax.Error()))
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return problem.BadRequest("malformed JSON: the body ends early")
+	case errors.As(err, &typeErr):
+		field := typeErr.Field
+		if field == "" {
+			return problem.BadRequest("the body must be a JSON object")
+		}
+		return problem.Invalid(problem.FieldError{Field: field, Message: "must be " + describe(typeErr.Type.String())})
+	case errors.As(err, &invalidUT):
+		return err
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return problem.Invalid(problem.FieldError{Field: name, Message: "is not a known field"})
+	default:
+		var p *problem.Problem
+		if errors.As(err, &p) {
+			return p
+		}
+		return problem.BadRequest("malformed JSON: " + err.Error())
+	}
+}
+
+func describe(goType string) string {
+	switch {
+	case strings.HasPrefix(goType, "int"), strings.HasPrefix(goType, "uint"):
+		return "an integer"
+	case strings.HasPrefix(goType, "float"):
+		return "a number"
+	case goType == "string":
+		return "a string"
+	case goType == "bool":
+		return "true or false"
+	case strings.HasPrefix(goType, "[]"):
+		return "an array"
+	default:
+		return "an object"
+	}
+}
+
+// WriteJSON sends v as a JSON response with the given status.
+func WriteJSON(w http.ResponseWriter, status int, v any) {
+	var buf bytes.Buffer
+	if err := json.NewEncoder(&buf).Encode(v); err != nil {
+		problem.Write(w, problem.Internal())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Content-Length", strconv.Itoa(buf.Len()))
+	w.WriteHeader(status)
+	_, _ = w.Write(buf.Bytes())
+}
+
+// WriteError sends err as problem+json: a *problem.Problem as itself, anything
+// else as a logged 500 that reveals nothing.
+func WriteError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	if p := problem.From(err); p != nil {
+		problem.Write(w, p)
+		return
+	}
+	log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	problem.Write(w, problem.Internal())
+}
+
+// HandlerFunc is an HTTP handler that returns its error instead of writing it.
+type HandlerFunc func(w http.ResponseWriter, r *http.Request) error
+
+// Handle adapts h to http.Handler, writing any returned error with WriteError.
+func Handle(log *slog.Logger, h HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := h(w, r); err != nil {
+			WriteError(w, r, log, err)
+		}
+	})
+}
