@@ -65,11 +65,17 @@ func (g *Group) Run(ctx context.Context, closeCtx func() (context.Context, conte
 	wg.Wait()
 	cctx, ccancel := closeCtx()
 	defer ccancel()
+	g.Close(cctx)
+	return first
+}
+
+// Close runs the closers without running the parts, for when assembling the
+// group failed halfway.
+func (g *Group) Close(ctx context.Context) {
 	for i := len(g.closers) - 1; i >= 0; i-- {
 		c := g.closers[i]
-		if err := c.run(cctx); err != nil {
+		if err := c.run(ctx); err != nil {
 			g.log.Warn("close failed", "part", c.name, "err", err)
 		}
 	}
-	return first
 }

@@ -50,7 +50,9 @@ type Server struct {
 	mux      *http.ServeMux
 	srv      *http.Server
 	draining atomic.Bool
-	started  atomic.Bool
+
+	metrics    *telemetry.HTTPMetrics
+	middleware []func(http.Handler) http.Handler
 
 	mu     sync.Mutex
 	checks map[string]Check
@@ -67,13 +69,11 @@ func New(opts Options) *Server {
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{Registry: opts.Registry}))
 	s.mux.HandleFunc("/", s.notFound)
-	metrics := telemetry.NewHTTPMetrics(opts.Registry)
-	handler := telemetry.Instrument(limitBody(s.mux, opts.HTTP.MaxBodyBytes), opts.Tracer, metrics, opts.Log)
+	s.metrics = telemetry.NewHTTPMetrics(opts.Registry)
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)
 	protocols.SetUnencryptedHTTP2(true)
 	s.srv = &http.Server{
-		Handler:           handler,
 		ReadHeaderTimeout: opts.HTTP.ReadHeaderTimeout,
 		ReadTimeout:       opts.HTTP.ReadTimeout,
 		WriteTimeout:      opts.HTTP.WriteTimeout,
@@ -88,6 +88,23 @@ func New(opts Options) *Server {
 // Mux is where the service registers its routes, with Go 1.22 patterns such
 // as "GET /v1/products/{id}". The pattern becomes the route label of metrics.
 func (s *Server) Mux() *http.ServeMux { return s.mux }
+
+// Use wraps the route mux in mw (inside tracing and metrics) before the
+// server starts; the gateway puts CORS here so that preflight requests never
+// reach routing. The first middleware added is the outermost.
+func (s *Server) Use(mw func(http.Handler) http.Handler) {
+	s.middleware = append(s.middleware, mw)
+}
+
+// Handler is the server's whole request path, for tests that serve it with
+// httptest.
+func (s *Server) Handler() http.Handler {
+	var h http.Handler = s.mux
+	for i := len(s.middleware) - 1; i >= 0; i-- {
+		h = s.middleware[i](h)
+	}
+	return telemetry.Instrument(limitBody(h, s.opts.HTTP.MaxBodyBytes), s.opts.Tracer, s.metrics, s.opts.Log)
+}
 
 // AddCheck makes /readyz depend on check.
 func (s *Server) AddCheck(name string, check Check) {
@@ -118,8 +135,8 @@ func (s *Server) Run(ctx context.Context) error {
 			return fmt.Errorf("listen %s: %w", s.opts.Addr, err)
 		}
 	}
+	s.srv.Handler = s.Handler()
 	s.addr <- ln.Addr()
-	s.started.Store(true)
 	errc := make(chan error, 1)
 	go func() { errc <- s.srv.Serve(ln) }()
 	s.opts.Log.Info("listening", "server", s.opts.Name, "addr", ln.Addr().String())

@@ -1,0 +1,145 @@
+// Package openapi reads the OpenAPI fragments services keep beside their
+// handlers and assembles them into the one public document the gateway
+// serves. The operations of a fragment are also Go ServeMux patterns, so the
+// document, the gateway's routes and each service's routes can be checked
+// against each other.
+package openapi
+
+import (
+	_ "embed"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Operation is one public API operation a service serves.
+type Operation struct {
+	Method string
+	Path   string // OpenAPI path template, which is also a Go ServeMux pattern
+}
+
+// Pattern is the ServeMux pattern of the operation.
+func (o Operation) Pattern() string { return o.Method + " " + o.Path }
+
+var methods = []string{"get", "put", "post", "delete", "options", "head", "patch", "trace"}
+
+// Fragment is one service's part of the OpenAPI document.
+type Fragment struct {
+	doc map[string]any
+}
+
+// Common is the fragment of components every service shares (Problem,
+// Money, paging parameters, common responses).
+//
+//go:embed common.yaml
+var Common []byte
+
+// ParseFragment reads a service's OpenAPI YAML (or JSON) fragment.
+func ParseFragment(raw []byte) (*Fragment, error) {
+	var doc map[string]any
+	if err := yaml.Unmarshal(raw, &doc); err != nil {
+		return nil, fmt.Errorf("openapi fragment: %w", err)
+	}
+	if _, ok := doc["paths"].(map[string]any); !ok {
+		return nil, fmt.Errorf("openapi fragment has no paths")
+	}
+	return &Fragment{doc: doc}, nil
+}
+
+// Operations lists the fragment's operations, sorted.
+func (f *Fragment) Operations() []Operation {
+	var ops []Operation
+	for path, item := range f.doc["paths"].(map[string]any) {
+		m, _ := item.(map[string]any)
+		for _, method := range methods {
+			if _, ok := m[method]; ok {
+				ops = append(ops, Operation{Method: strings.ToUpper(method), Path: path})
+			}
+		}
+	}
+	sort.Slice(ops, func(i, j int) bool { return ops[i].Pattern() < ops[j].Pattern() })
+	return ops
+}
+
+// Assemble merges service fragments into one OpenAPI 3.1 document. Two
+// services describing the same path, or the same component name with
+// different content, is an error: the document must be unambiguous.
+//
+// base holds the components every service shares; its paths are ignored.
+func Assemble(publicURL string, base *Fragment, fragments map[string]*Fragment) ([]byte, error) {
+	paths := map[string]any{}
+	components := map[string]map[string]any{}
+	owners := map[string]string{}
+	names := make([]string, 0, len(fragments))
+	for name := range fragments {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var tags []any
+	all := append([]string{""}, names...)
+	for _, name := range all {
+		f := base
+		if name != "" {
+			f = fragments[name]
+			tags = append(tags, map[string]any{"name": name})
+		}
+		if name != "" {
+			for path, item := range f.doc["paths"].(map[string]any) {
+				if other, dup := owners[path]; dup {
+					return nil, fmt.Errorf("path %s is described by both %s and %s", path, other, name)
+				}
+				owners[path] = name
+				paths[path] = tagOperations(item, name)
+			}
+		}
+		comps, _ := f.doc["components"].(map[string]any)
+		for kind, entries := range comps {
+			em, _ := entries.(map[string]any)
+			if components[kind] == nil {
+				components[kind] = map[string]any{}
+			}
+			for key, val := range em {
+				if prev, dup := components[kind][key]; dup {
+					a, _ := json.Marshal(prev)
+					b, _ := json.Marshal(val)
+					if string(a) != string(b) {
+						return nil, fmt.Errorf("component %s/%s differs between services (second: %s)", kind, key, name)
+					}
+				}
+				components[kind][key] = val
+			}
+		}
+	}
+	doc := map[string]any{
+		"openapi": "3.1.0",
+		"info": map[string]any{
+			"title":       "Mercato API",
+			"version":     "1.0.0",
+			"description": "The public REST API of Mercato, served by its gateway. Errors are application/problem+json (RFC 9457); money is integer minor units with an ISO 4217 currency.",
+		},
+		"servers":    []any{map[string]any{"url": publicURL}},
+		"tags":       tags,
+		"paths":      paths,
+		"components": components,
+	}
+	return json.MarshalIndent(doc, "", "  ")
+}
+
+// tagOperations labels each operation of a path item with its service.
+func tagOperations(item any, service string) any {
+	m, ok := item.(map[string]any)
+	if !ok {
+		return item
+	}
+	for _, method := range methods {
+		if op, ok := m[method].(map[string]any); ok {
+			if _, has := op["tags"]; !has {
+				op["tags"] = []any{service}
+			}
+		}
+	}
+	return m
+}
