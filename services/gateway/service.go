@@ -1,0 +1,189 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"time"
+
+	"go.opentelemetry.io/otel/propagation"
+
+	"github.com/mercato/mercato/platform/auth"
+	"github.com/mercato/mercato/platform/config"
+	"github.com/mercato/mercato/platform/openapi"
+	"github.com/mercato/mercato/platform/problem"
+	"github.com/mercato/mercato/platform/service"
+	"github.com/mercato/mercato/platform/telemetry"
+)
+
+// Name is the gateway's service name.
+const Name = "gateway"
+
+// Upstream is a service behind the gateway and the public operations it owns,
+// described by its OpenAPI fragment.
+type Upstream struct {
+	Name    string
+	OpenAPI []byte
+}
+
+// Setup returns the gateway's service setup for the given upstreams.
+func Setup(upstreams []Upstream) service.Setup {
+	return func(ctx context.Context, env *service.Env) error {
+		return run(ctx, env, upstreams)
+	}
+}
+
+func run(ctx context.Context, env *service.Env, upstreams []Upstream) error {
+	cfg := env.Config.Get()
+	rdb, err := env.Redis(ctx)
+	if err != nil {
+		return err
+	}
+	ip, err := newClientIP(cfg.Gateway.TrustedProxies)
+	if err != nil {
+		return fmt.Errorf("gateway.trusted_proxies: %w", err)
+	}
+	limiter := newRateLimiter(env.Config, rdb, env.Keys(), ip, env.Log, env.Registry)
+	transport := upstreamTransport()
+	requireAdmin := auth.RequireAdmin(env.Config)
+
+	fragments := map[string]*openapi.Fragment{}
+	mux := env.Server.Mux()
+	for _, u := range upstreams {
+		f, err := openapi.ParseFragment(u.OpenAPI)
+		if err != nil {
+			return fmt.Errorf("%s: %w", u.Name, err)
+		}
+		fragments[u.Name] = f
+		target, err := url.Parse(cfg.Service(u.Name).URL)
+		if err != nil {
+			return fmt.Errorf("services.%s.url: %w", u.Name, err)
+		}
+		proxy := newProxy(u.Name, target, transport, env.Config, env.Log)
+		for _, op := range f.Operations() {
+			var h http.Handler = proxy
+			if strings.HasPrefix(op.Path, "/v1/admin/") {
+				h = requireAdmin(h)
+			}
+			mux.Handle(op.Pattern(), limiter.wrap(h))
+		}
+		env.Server.AddCheck("upstream:"+u.Name, upstreamReady(target, transport))
+	}
+	base, err := openapi.ParseFragment(openapi.Common)
+	if err != nil {
+		return err
+	}
+	doc, err := openapi.Assemble(publicURL(cfg), base, fragments)
+	if err != nil {
+		return err
+	}
+	mux.Handle("GET /openapi.json", serveDocument(doc))
+	env.Server.Use(corsHandler(env.Config))
+	return nil
+}
+
+// publicURL is where clients reach the gateway.
+func publicURL(cfg *config.Config) string {
+	if cfg.PublicURL != "" {
+		return strings.TrimSuffix(cfg.PublicURL, "/")
+	}
+	addr := cfg.Service(Name).Listen
+	if strings.HasPrefix(addr, ":") {
+		addr = "127.0.0.1" + addr
+	}
+	return "http://" + addr
+}
+
+// upstreamTransport keeps many idle connections to each service: the gateway
+// multiplexes every client onto them.
+func upstreamTransport() *http.Transport {
+	return &http.Transport{
+		Proxy:                 nil,
+		DialContext:           (&net.Dialer{Timeout: 2 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:          4096,
+		MaxIdleConnsPerHost:   2048,
+		IdleConnTimeout:       90 * time.Second,
+		ResponseHeaderTimeout: 30 * time.Second,
+		DisableCompression:    true,
+		ForceAttemptHTTP2:     false,
+	}
+}
+
+// newProxy forwards requests to target unchanged but for the forwarding
+// headers, the request id and the trace context.
+func newProxy(name string, target *url.URL, transport http.RoundTripper, store *config.Store, log *slog.Logger) http.Handler {
+	rp := &httputil.ReverseProxy{
+		Transport: transport,
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(target)
+			pr.Out.Host = pr.In.Host
+			pr.SetXForwarded()
+			ctx := pr.Out.Context()
+			pr.Out.Header.Set(telemetry.RequestIDHeader, telemetry.RequestID(ctx))
+			telemetry.Propagator.Inject(ctx, propagation.HeaderCarrier(pr.Out.Header))
+		},
+		ModifyResponse: func(resp *http.Response) error {
+			// The gateway already set the request id on the response.
+			resp.Header.Del(telemetry.RequestIDHeader)
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+			var p *problem.Problem
+			switch {
+			case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
+				return // the client went away
+			case errors.Is(err, context.DeadlineExceeded):
+				p = problem.New(http.StatusGatewayTimeout, "upstream-timeout", name+" did not answer in time")
+			default:
+				p = problem.Unavailable(name+" is unavailable", 2*time.Second)
+			}
+			log.WarnContext(r.Context(), "upstream failed", "upstream", name, "err", err)
+			problem.Write(w, p)
+		},
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		timeout := store.Get().Gateway.UpstreamTimeout
+		if timeout > 0 {
+			ctx, cancel := context.WithTimeout(r.Context(), timeout)
+			defer cancel()
+			r = r.WithContext(ctx)
+		}
+		rp.ServeHTTP(w, r)
+	})
+}
+
+// serveDocument serves the assembled OpenAPI document.
+func serveDocument(doc []byte) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "public, max-age=300")
+		_, _ = w.Write(doc)
+	})
+}
+
+// upstreamReady makes the gateway's readiness follow each upstream's.
+func upstreamReady(target *url.URL, transport http.RoundTripper) func(context.Context) error {
+	client := &http.Client{Transport: transport, Timeout: time.Second}
+	readyURL := target.JoinPath("/readyz").String()
+	return func(ctx context.Context) error {
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, readyURL, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return fmt.Errorf("unreachable")
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("not ready (%d)", resp.StatusCode)
+		}
+		return nil
+	}
+}
