@@ -1,0 +1,50 @@
+package main
+
+import (
+	"io/fs"
+	"strings"
+
+	"github.com/mercato/mercato/platform/service"
+	"github.com/mercato/mercato/services/catalog"
+	"github.com/mercato/mercato/services/gateway"
+)
+
+// module is one service the binary can run: its setup, its database schema
+// (nil when it has no database) and its part of the public API.
+type module struct {
+	name       string
+	setup      service.Setup
+	migrations fs.FS
+	openapi    []byte
+}
+
+// modules lists every service, backends before the gateway that fronts them.
+// This table is the one place that knows all services; services never import
+// each other.
+func modules() []module {
+	backends := []module{
+		{name: catalog.Name, setup: catalog.Run, migrations: catalog.Migrations(), openapi: catalog.OpenAPI},
+	}
+	var upstreams []gateway.Upstream
+	for _, m := range backends {
+		upstreams = append(upstreams, gateway.Upstream{Name: m.name, OpenAPI: m.openapi})
+	}
+	return append(backends, module{name: gateway.Name, setup: gateway.Setup(upstreams)})
+}
+
+func lookup(name string) (module, bool) {
+	for _, m := range modules() {
+		if m.name == name {
+			return m, true
+		}
+	}
+	return module{}, false
+}
+
+func serviceNames() string {
+	var names []string
+	for _, m := range modules() {
+		names = append(names, m.name)
+	}
+	return strings.Join(names, ", ")
+}

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# bench.sh — the browse benchmark behind `make bench`: start a platform in its
+# own namespace with the per-IP limit off, make sure the catalog holds 100,000
+# products, run `mercato load browse`, and stop the platform.
+#
+# Environment: BENCH_ADDR (default 127.0.0.1:8090), BENCH_CONCURRENCY (64),
+# BENCH_DURATION (20s), BENCH_PRODUCTS (100000), BENCH_FLAGS (extra `up` flags).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+addr=${BENCH_ADDR:-127.0.0.1:8090}
+export MERCATO_NAMESPACE=${MERCATO_NAMESPACE:-bench}
+export MERCATO_RATE_LIMIT_PER_IP=0
+export MERCATO_CATALOG__SEED_DEMO=false
+export MERCATO_LOG_LEVEL=${MERCATO_LOG_LEVEL:-warn}
+
+bin/mercato seed --products "${BENCH_PRODUCTS:-100000}" --if-fewer --seed 1
+
+log=$(mktemp)
+bin/mercato up --http "$addr" --data .mercato-bench ${BENCH_FLAGS:-} >"$log" 2>&1 &
+pid=$!
+trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -f "$log"' EXIT
+for _ in $(seq 1 120); do
+	if curl -fsS -m 2 "http://$addr/readyz" >/dev/null 2>&1; then break; fi
+	if ! kill -0 $pid 2>/dev/null; then cat "$log"; exit 1; fi
+	sleep 0.5
+done
+
+echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" >&2
+bin/mercato load browse --url "http://$addr" --concurrency "${BENCH_CONCURRENCY:-64}" --duration "${BENCH_DURATION:-20s}"
