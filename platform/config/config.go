@@ -50,6 +50,9 @@ type TelemetryConfig struct {
 	OTLPEndpoint string `koanf:"otlp_endpoint"`
 	// SampleRatio is the fraction of new traces that are recorded and exported.
 	SampleRatio float64 `koanf:"sample_ratio"`
+	// Pprof serves Go's profiler under /debug/pprof/ on every process; off by
+	// default because it must never face the internet.
+	Pprof bool `koanf:"pprof"`
 }
 
 // HTTPConfig bounds every HTTP server Mercato runs.

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,8 @@ type Options struct {
 	Registry *prometheus.Registry
 	Tracer   trace.Tracer
 	Log      *slog.Logger
+	// Pprof serves the Go profiler under /debug/pprof/.
+	Pprof bool
 }
 
 // Check reports whether a dependency is usable.
@@ -69,6 +72,13 @@ func New(opts Options) *Server {
 	s.mux.HandleFunc("GET /readyz", s.readyz)
 	s.mux.Handle("GET /metrics", promhttp.HandlerFor(opts.Registry, promhttp.HandlerOpts{Registry: opts.Registry}))
 	s.mux.HandleFunc("/", s.notFound)
+	if opts.Pprof {
+		s.mux.HandleFunc("GET /debug/pprof/", pprof.Index)
+		s.mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+		s.mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+		s.mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+		s.mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+	}
 	s.metrics = telemetry.NewHTTPMetrics(opts.Registry)
 	protocols := new(http.Protocols)
 	protocols.SetHTTP1(true)

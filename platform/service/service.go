@@ -82,7 +82,7 @@ func Run(ctx context.Context, name string, store *config.Store, log *slog.Logger
 	}
 	srv := server.New(server.Options{
 		Name: name, Addr: listen, HTTP: cfg.HTTP, Registry: reg,
-		Tracer: tracing.Tracer("mercato/" + name), Log: log,
+		Tracer: tracing.Tracer("mercato/" + name), Log: log, Pprof: cfg.Telemetry.Pprof,
 	})
 	env := &Env{Name: name, Config: store, Log: log, Registry: reg, Tracing: tracing, Server: srv, group: lifecycle.New(log)}
 	closeCtx := func() (context.Context, context.CancelFunc) {
