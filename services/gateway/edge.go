@@ -71,7 +71,7 @@ func (c *clientIP) of(r *http.Request) string {
 		host = r.RemoteAddr
 	}
 	peer, err := netip.ParseAddr(host)
-	if err != nil || len(c.trusted) == 0 || !c.isTrusted(peer) {
+	if err != nil || len(c.trusted) == 0 || !c.isTrusted(peer.Unmap()) {
 		return host
 	}
 	hops := strings.Split(strings.Join(r.Header.Values("X-Forwarded-For"), ","), ",")
@@ -80,6 +80,9 @@ func (c *clientIP) of(r *http.Request) string {
 		if err != nil {
 			break
 		}
+		// A proxy may write an IPv4 hop as ::ffff:a.b.c.d, which no IPv4
+		// prefix contains and which would give one client two rate limits.
+		a = a.Unmap()
 		if !c.isTrusted(a) {
 			return a.String()
 		}

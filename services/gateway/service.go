@@ -55,27 +55,15 @@ func run(ctx context.Context, env *service.Env, upstreams []Upstream) error {
 	buffers := &bufferPool{}
 	requireAdmin := auth.RequireAdmin(env.Config)
 
+	// Assemble the document before registering any route: it names the
+	// services when two describe one path, where ServeMux would only panic.
 	fragments := map[string]*openapi.Fragment{}
-	mux := env.Server.Mux()
 	for _, u := range upstreams {
 		f, err := openapi.ParseFragment(u.OpenAPI)
 		if err != nil {
 			return fmt.Errorf("%s: %w", u.Name, err)
 		}
 		fragments[u.Name] = f
-		target, err := url.Parse(cfg.Service(u.Name).URL)
-		if err != nil {
-			return fmt.Errorf("services.%s.url: %w", u.Name, err)
-		}
-		proxy := newProxy(u.Name, target, transport, buffers, env.Config, env.Log)
-		for _, op := range f.Operations() {
-			var h http.Handler = proxy
-			if strings.HasPrefix(op.Path, "/v1/admin/") {
-				h = requireAdmin(h)
-			}
-			mux.Handle(op.Pattern(), limiter.wrap(h))
-		}
-		env.Server.AddCheck("upstream:"+u.Name, upstreamReady(target, transport))
 	}
 	base, err := openapi.ParseFragment(openapi.Common)
 	if err != nil {
@@ -85,8 +73,42 @@ func run(ctx context.Context, env *service.Env, upstreams []Upstream) error {
 	if err != nil {
 		return err
 	}
-	mux.Handle("GET /openapi.json", serveDocument(doc))
+	mux := env.Server.Mux()
+	if err := handle(mux, "GET /openapi.json", serveDocument(doc)); err != nil {
+		return err
+	}
+	for _, u := range upstreams {
+		target, err := url.Parse(cfg.Service(u.Name).URL)
+		if err != nil {
+			return fmt.Errorf("services.%s.url: %w", u.Name, err)
+		}
+		proxy := newProxy(u.Name, target, transport, buffers, ip, env.Config, env.Log)
+		for _, op := range fragments[u.Name].Operations() {
+			var h http.Handler = proxy
+			if strings.HasPrefix(op.Path, "/v1/admin/") {
+				h = requireAdmin(h)
+			}
+			if err := handle(mux, op.Pattern(), limiter.wrap(h)); err != nil {
+				return fmt.Errorf("%s: %w", u.Name, err)
+			}
+		}
+		env.Server.AddCheck("upstream:"+u.Name, upstreamReady(target, transport))
+	}
 	env.Server.Use(corsHandler(env.Config))
+	return nil
+}
+
+// handle registers a route, returning as an error what ServeMux would panic
+// with: a pattern that is not one, or one that clashes with a route already
+// registered (two services' {id} and {product_id} on the same path, say, or
+// a route of the gateway's own).
+func handle(mux *http.ServeMux, pattern string, h http.Handler) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = fmt.Errorf("route %s: %v", pattern, v)
+		}
+	}()
+	mux.Handle(pattern, h)
 	return nil
 }
 
@@ -133,7 +155,7 @@ func (b *bufferPool) Put(buf []byte) { b.pool.Put(&buf) }
 
 // newProxy forwards requests to target unchanged but for the forwarding
 // headers, the request id and the trace context.
-func newProxy(name string, target *url.URL, transport http.RoundTripper, buffers httputil.BufferPool, store *config.Store, log *slog.Logger) http.Handler {
+func newProxy(name string, target *url.URL, transport http.RoundTripper, buffers httputil.BufferPool, ip *clientIP, store *config.Store, log *slog.Logger) http.Handler {
 	rp := &httputil.ReverseProxy{
 		Transport:  transport,
 		BufferPool: buffers,
@@ -141,6 +163,11 @@ func newProxy(name string, target *url.URL, transport http.RoundTripper, buffers
 			pr.SetURL(target)
 			pr.Out.Host = pr.In.Host
 			pr.SetXForwarded()
+			// Services take the last X-Forwarded-For hop as the client
+			// (auth.ClientAddr): behind a trusted load balancer that must be
+			// the client the gateway found, not the balancer. The client's
+			// own hops were dropped before Rewrite and are not believed.
+			pr.Out.Header.Set("X-Forwarded-For", ip.of(pr.In))
 			ctx := pr.Out.Context()
 			pr.Out.Header.Set(telemetry.RequestIDHeader, telemetry.RequestID(ctx))
 			telemetry.Propagator.Inject(ctx, propagation.HeaderCarrier(pr.Out.Header))
@@ -152,9 +179,16 @@ func newProxy(name string, target *url.URL, transport http.RoundTripper, buffers
 		},
 		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
 			var p *problem.Problem
+			var tooLarge *http.MaxBytesError
 			switch {
 			case errors.Is(err, context.Canceled) && r.Context().Err() != nil:
 				return // the client went away
+			case errors.As(err, &tooLarge):
+				// A body without a Content-Length is found too large only
+				// while it streams to the service; that is the client's
+				// fault, not the service's.
+				problem.Write(w, problem.TooLarge(tooLarge.Limit))
+				return
 			case errors.Is(err, context.DeadlineExceeded):
 				p = problem.New(http.StatusGatewayTimeout, "upstream-timeout", name+" did not answer in time")
 			default:

@@ -49,12 +49,13 @@ func startEmbedded(dir string, port int, log *slog.Logger) (string, func(), erro
 	}, nil
 }
 
-// serverLog sends the embedded server's log to slog. Fatal messages are
+// serverLog sends the embedded server's log to slog; its notices (a banner
+// and start-up chatter) go to debug. Fatal messages are
 // logged as errors: the server reports them and shuts itself down, and the
 // process decides what happens next.
 type serverLog struct{ log *slog.Logger }
 
-func (l serverLog) Noticef(format string, v ...any) { l.log.Info(fmt.Sprintf(format, v...)) }
+func (l serverLog) Noticef(format string, v ...any) { l.log.Debug(fmt.Sprintf(format, v...)) }
 func (l serverLog) Warnf(format string, v ...any)   { l.log.Warn(fmt.Sprintf(format, v...)) }
 func (l serverLog) Fatalf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
 func (l serverLog) Errorf(format string, v ...any)  { l.log.Error(fmt.Sprintf(format, v...)) }
