@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
+	"reflect"
 	"strconv"
 	"strings"
 
@@ -21,13 +23,18 @@ import (
 // fields, trailing data, wrong types and oversized bodies, returning a
 // *problem.Problem that names what is wrong.
 func Decode(r *http.Request, v any) error {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") && !strings.HasSuffix(strings.SplitN(ct, ";", 2)[0], "+json") {
+	if ct := r.Header.Get("Content-Type"); ct != "" && !isJSON(ct) {
 		return problem.New(http.StatusUnsupportedMediaType, "unsupported-media-type", "send the body as application/json")
 	}
-	dec := json.NewDecoder(r.Body)
+	body := &firstByteReader{r: r.Body}
+	dec := json.NewDecoder(body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		return decodeError(err)
+	}
+	if body.first != '{' {
+		// null decodes into a struct without error, leaving it untouched.
+		return problem.BadRequest("the body must be a JSON object")
 	}
 	if dec.More() {
 		return problem.BadRequest("the body holds more than one JSON value")
@@ -40,6 +47,37 @@ func Decode(r *http.Request, v any) error {
 		return problem.BadRequest("unexpected data after the JSON object")
 	}
 	return nil
+}
+
+// isJSON reports whether the media type ct is application/json or a
+// +json type such as application/merge-patch+json. Media types are
+// case-insensitive and may carry parameters.
+func isJSON(ct string) bool {
+	mt, _, err := mime.ParseMediaType(ct)
+	if mt == "" && err != nil {
+		return false
+	}
+	return mt == "application/json" || strings.HasSuffix(mt, "+json")
+}
+
+// firstByteReader remembers the first non-whitespace byte read through it, so
+// Decode can tell an object from other JSON values after decoding.
+type firstByteReader struct {
+	r     io.Reader
+	first byte
+}
+
+func (f *firstByteReader) Read(p []byte) (int, error) {
+	n, err := f.r.Read(p)
+	if f.first == 0 {
+		for _, c := range p[:n] {
+			if c != ' ' && c != '\t' && c != '\n' && c != '\r' {
+				f.first = c
+				break
+			}
+		}
+	}
+	return n, err
 }
 
 func decodeError(err error) error {
@@ -63,7 +101,7 @@ func decodeError(err error) error {
 		if field == "" {
 			return problem.BadRequest("the body must be a JSON object")
 		}
-		return problem.Invalid(problem.FieldError{Field: field, Message: "must be " + describe(typeErr.Type.String())})
+		return problem.Invalid(problem.FieldError{Field: field, Message: "must be " + describe(typeErr.Type)})
 	case errors.As(err, &invalidUT):
 		return err
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
@@ -78,20 +116,31 @@ func decodeError(err error) error {
 	}
 }
 
-func describe(goType string) string {
-	switch {
-	case strings.HasPrefix(goType, "int"), strings.HasPrefix(goType, "uint"):
+// describe names the JSON a Go type takes, by its kind, so that named types
+// such as type Kind string are described as what they hold.
+func describe(t reflect.Type) string {
+	if t == nil {
+		return "of another JSON type"
+	}
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr:
 		return "an integer"
-	case strings.HasPrefix(goType, "float"):
+	case reflect.Float32, reflect.Float64:
 		return "a number"
-	case goType == "string":
+	case reflect.String:
 		return "a string"
-	case goType == "bool":
+	case reflect.Bool:
 		return "true or false"
-	case strings.HasPrefix(goType, "[]"):
+	case reflect.Slice, reflect.Array:
 		return "an array"
-	default:
+	case reflect.Map, reflect.Struct:
 		return "an object"
+	default:
+		return "of another JSON type"
 	}
 }
 

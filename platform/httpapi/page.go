@@ -22,6 +22,19 @@ type Page[T any] struct {
 	NextPageToken string `json:"next_page_token,omitempty"`
 }
 
+// MarshalJSON writes a page with "items": [] rather than null when it holds
+// no items, as the list contract promises an array.
+func (p Page[T]) MarshalJSON() ([]byte, error) {
+	items := p.Items
+	if items == nil {
+		items = []T{}
+	}
+	return json.Marshal(struct {
+		Items         []T    `json:"items"`
+		NextPageToken string `json:"next_page_token,omitempty"`
+	}{items, p.NextPageToken})
+}
+
 // PageSize reads ?page_size=, defaulting to 20 and refusing values outside
 // 1..100.
 func PageSize(q url.Values) (int, error) {

@@ -30,12 +30,13 @@ func New(prefix string) string {
 	return prefix + "_" + strings.ToLower(u.String())
 }
 
-// Valid reports whether s is an id with the given prefix.
+// Valid reports whether s is an id with the given prefix. Only the lowercase
+// form New makes is valid, so one id has exactly one spelling.
 func Valid(prefix, s string) bool {
 	rest, ok := strings.CutPrefix(s, prefix+"_")
-	if !ok || len(rest) != ulid.EncodedSize {
+	if !ok || len(rest) != ulid.EncodedSize || rest != strings.ToLower(rest) {
 		return false
 	}
-	_, err := ulid.ParseStrict(strings.ToUpper(rest))
+	_, err := ulid.ParseStrict(rest)
 	return err == nil
 }

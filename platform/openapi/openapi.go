@@ -43,10 +43,37 @@ func ParseFragment(raw []byte) (*Fragment, error) {
 	if err := yaml.Unmarshal(raw, &doc); err != nil {
 		return nil, fmt.Errorf("openapi fragment: %w", err)
 	}
+	doc, _ = stringKeys(doc).(map[string]any)
 	if _, ok := doc["paths"].(map[string]any); !ok {
 		return nil, fmt.Errorf("openapi fragment has no paths")
 	}
 	return &Fragment{doc: doc}, nil
+}
+
+// stringKeys turns the map[any]any that YAML makes of a mapping with
+// non-string keys (an unquoted response code such as 200:) into
+// map[string]any, which JSON can encode.
+func stringKeys(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		for k, e := range v {
+			v[k] = stringKeys(e)
+		}
+		return v
+	case map[any]any:
+		m := make(map[string]any, len(v))
+		for k, e := range v {
+			m[fmt.Sprint(k)] = stringKeys(e)
+		}
+		return m
+	case []any:
+		for i, e := range v {
+			v[i] = stringKeys(e)
+		}
+		return v
+	default:
+		return v
+	}
 }
 
 // Operations lists the fragment's operations, sorted.
@@ -78,7 +105,7 @@ func Assemble(publicURL string, base *Fragment, fragments map[string]*Fragment) 
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	var tags []any
+	tags := []any{} // an array even without services, as OpenAPI requires
 	all := append([]string{""}, names...)
 	for _, name := range all {
 		f := base

@@ -30,19 +30,39 @@ func DatabaseName(namespace, service string) string { return namespace + "_" + s
 func URLFor(serverURL, db string) (string, error) {
 	u, err := url.Parse(serverURL)
 	if err != nil {
-		return "", fmt.Errorf("postgres url: %w", err)
+		return "", fmt.Errorf("postgres url %s: %w", Redacted(serverURL), withoutURL(err))
 	}
 	u.Path = "/" + db
 	return u.String(), nil
 }
 
-// Redacted returns the URL without its password, for messages.
+// Redacted returns the URL without its password, for messages. Besides the
+// user info it masks the password and sslpassword query parameters, which
+// pgx also reads.
 func Redacted(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
 		return "(unparseable URL)"
 	}
+	if q := u.Query(); q.Has("password") || q.Has("sslpassword") {
+		for _, k := range []string{"password", "sslpassword"} {
+			if q.Has(k) {
+				q.Set(k, "xxxxx")
+			}
+		}
+		u.RawQuery = q.Encode()
+	}
 	return u.Redacted()
+}
+
+// withoutURL drops the URL that a *url.Error quotes in full, password
+// included, keeping only the reason.
+func withoutURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }
 
 // EnsureDatabase creates database db on the server if it does not exist.
@@ -121,7 +141,10 @@ func Open(ctx context.Context, cfg config.PostgresConfig, db string) (*pgxpool.P
 func Migrate(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS, table string, log *slog.Logger) error {
 	h := fnv.New64a()
 	_, _ = h.Write([]byte("mercato-migrate:" + table))
-	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(int64(h.Sum64() >> 1)))
+	// Poll the lock every second for up to five minutes: replicas starting
+	// together then wait about as long as the first one's migration takes,
+	// not goose's default five-second poll.
+	locker, err := lock.NewPostgresSessionLocker(lock.WithLockID(int64(h.Sum64()>>1)), lock.WithLockTimeout(1, 300))
 	if err != nil {
 		return err
 	}

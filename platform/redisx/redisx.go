@@ -5,6 +5,7 @@ package redisx
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/url"
 	"strings"
@@ -18,7 +19,13 @@ import (
 func Open(ctx context.Context, cfg config.RedisConfig) (*redis.Client, error) {
 	opts, err := redis.ParseURL(cfg.URL)
 	if err != nil {
-		return nil, fmt.Errorf("redis url: %w", err)
+		// A *url.Error quotes the whole URL, password included; keep only
+		// its reason.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("redis url %s: %w", Redacted(cfg.URL), err)
 	}
 	opts.PoolSize = cfg.PoolSize
 	opts.MinIdleConns = cfg.MinIdleConns
