@@ -62,6 +62,10 @@ type HTTPConfig struct {
 	WriteTimeout      time.Duration `koanf:"write_timeout"`
 	IdleTimeout       time.Duration `koanf:"idle_timeout"`
 	ShutdownTimeout   time.Duration `koanf:"shutdown_timeout"`
+	// ShutdownDelay is how long a stopping server keeps serving with /readyz
+	// answering 503 before it closes its listener; set it above the load
+	// balancer's probe interval in a cluster (0 on one machine).
+	ShutdownDelay time.Duration `koanf:"shutdown_delay"`
 	// MaxBodyBytes is the largest request body accepted (413 above it).
 	MaxBodyBytes int64 `koanf:"max_body_bytes"`
 }

@@ -27,8 +27,9 @@ type part struct {
 // New returns an empty group.
 func New(log *slog.Logger) *Group { return &Group{log: log} }
 
-// Go adds a part. run must block until ctx ends (returning nil) or the part
-// fails (returning an error, which stops the whole group).
+// Go adds a part; parts must be added before Run. run must block until ctx
+// ends (returning nil) or the part fails (returning an error, which stops the
+// whole group).
 func (g *Group) Go(name string, run func(ctx context.Context) error) {
 	g.parts = append(g.parts, part{name, run})
 }

@@ -156,6 +156,13 @@ func (s *Server) Run(ctx context.Context) error {
 	case <-ctx.Done():
 	}
 	s.draining.Store(true)
+	if d := s.opts.HTTP.ShutdownDelay; d > 0 {
+		// Keep serving, but answer /readyz with 503, long enough for load
+		// balancers to take this instance out of rotation before its
+		// listener closes.
+		s.opts.Log.Info("draining before shutdown", "server", s.opts.Name, "delay", d)
+		time.Sleep(d)
+	}
 	timeout := s.opts.HTTP.ShutdownTimeout
 	if timeout <= 0 {
 		timeout = 15 * time.Second

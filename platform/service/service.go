@@ -44,10 +44,11 @@ type Env struct {
 
 	group *lifecycle.Group
 
-	mu     sync.Mutex
-	pool   *pgxpool.Pool
-	rdb    *redis.Client
-	broker events.Broker
+	mu          sync.Mutex
+	pool        *pgxpool.Pool
+	rdb         *redis.Client
+	rdbCritical bool
+	broker      events.Broker
 }
 
 // Options adjust how Run assembles a service.
@@ -163,19 +164,34 @@ func OpenDatabase(ctx context.Context, cfg *config.Config, name string, migratio
 
 // Redis connects to Redis and makes readiness depend on it.
 func (e *Env) Redis(ctx context.Context) (*redis.Client, error) {
+	return e.redis(ctx, true)
+}
+
+// RedisDegradable connects to Redis for a service that keeps serving while
+// Redis is down (the gateway's rate limiter fails open): readiness does not
+// depend on it, so a Redis outage does not take every replica out of its
+// load balancer.
+func (e *Env) RedisDegradable(ctx context.Context) (*redis.Client, error) {
+	return e.redis(ctx, false)
+}
+
+func (e *Env) redis(ctx context.Context, critical bool) (*redis.Client, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.rdb != nil {
-		return e.rdb, nil
+	if e.rdb == nil {
+		rdb, err := redisx.Open(ctx, e.Config.Get().Redis)
+		if err != nil {
+			return nil, err
+		}
+		e.rdb = rdb
+		e.group.Defer("redis", func(context.Context) error { return rdb.Close() })
 	}
-	rdb, err := redisx.Open(ctx, e.Config.Get().Redis)
-	if err != nil {
-		return nil, err
+	if critical && !e.rdbCritical {
+		e.rdbCritical = true
+		rdb := e.rdb
+		e.Server.AddCheck("redis", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
 	}
-	e.rdb = rdb
-	e.Server.AddCheck("redis", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
-	e.group.Defer("redis", func(context.Context) error { return rdb.Close() })
-	return rdb, nil
+	return e.rdb, nil
 }
 
 // Broker connects to the configured event broker.

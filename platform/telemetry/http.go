@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"runtime/debug"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mercato/mercato/platform/problem"
@@ -88,18 +89,27 @@ func Instrument(h http.Handler, tracer trace.Tracer, m *HTTPMetrics, log *slog.L
 		m.inflight.Inc()
 		defer func() {
 			m.inflight.Dec()
+			abort := false
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
+					span.End()
 					panic(v)
 				}
 				log.ErrorContext(ctx, "handler panicked", "panic", v, "method", r.Method, "path", r.URL.Path, "stack", string(debug.Stack()))
-				if !rec.wrote {
+				if rec.wrote {
+					// The status line is out: finishing the response normally
+					// would pass a truncated body off as complete, so abort
+					// the connection (or stream) as net/http does.
+					abort = true
+				} else {
 					problem.Write(rec, problem.Internal())
 				}
 				rec.status = http.StatusInternalServerError
 			}
 			route := r.Pattern
-			if route == "" {
+			if route == "" || route == "/" {
+				// No route matched: the mux's own 404/405, or the server's
+				// catch-all that answers them as problems.
 				route = "unmatched"
 			}
 			status := rec.status
@@ -109,10 +119,14 @@ func Instrument(h http.Handler, tracer trace.Tracer, m *HTTPMetrics, log *slog.L
 			m.requests.WithLabelValues(route, r.Method, strconv.Itoa(status)).Inc()
 			m.duration.WithLabelValues(route, r.Method).Observe(time.Since(start).Seconds())
 			if span.IsRecording() {
-				span.SetName(r.Method + " " + route)
+				// The span follows OpenTelemetry's "{method} {route}", whose
+				// route is the path template: "GET /items/{id}" rather than
+				// "GET GET /items/{id}" for a pattern that names its method.
+				path := routePath(route)
+				span.SetName(r.Method + " " + path)
 				span.SetAttributes(
 					attribute.String("http.request.method", r.Method),
-					attribute.String("http.route", route),
+					attribute.String("http.route", path),
 					attribute.Int("http.response.status_code", status),
 					attribute.String("mercato.request_id", rid))
 				if status >= 500 {
@@ -120,9 +134,21 @@ func Instrument(h http.Handler, tracer trace.Tracer, m *HTTPMetrics, log *slog.L
 				}
 			}
 			span.End()
+			if abort {
+				panic(http.ErrAbortHandler)
+			}
 		}()
 		h.ServeHTTP(rec, r)
 	})
+}
+
+// routePath is a ServeMux pattern without its method: "GET /items/{id}"
+// becomes "/items/{id}".
+func routePath(pattern string) string {
+	if i := strings.IndexAny(pattern, " \t"); i >= 0 {
+		return strings.TrimLeft(pattern[i:], " \t")
+	}
+	return pattern
 }
 
 func validRequestID(s string) bool {

@@ -29,10 +29,14 @@ func ParseLevel(name string) slog.Level {
 }
 
 // NewLogger returns a logger writing JSON (or text) to w at the level held by
-// level, which may change while the process runs. Every record made with a
-// context that carries a span gets trace_id and span_id.
+// level, which may change while the process runs (nil means info). Every
+// record made with a context that carries a span gets trace_id and span_id.
 func NewLogger(w io.Writer, format string, level *slog.LevelVar, service string) *slog.Logger {
-	opts := &slog.HandlerOptions{Level: level}
+	opts := &slog.HandlerOptions{}
+	if level != nil {
+		// A nil *LevelVar in the Leveler interface would panic on first use.
+		opts.Level = level
+	}
 	var h slog.Handler
 	if format == "text" {
 		h = slog.NewTextHandler(w, opts)

@@ -3,6 +3,8 @@ package telemetry
 import (
 	"context"
 	"fmt"
+	"net/url"
+	"strings"
 
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/propagation"
@@ -31,7 +33,17 @@ func NewTracing(ctx context.Context, service, endpoint string, ratio float64) (*
 	if endpoint == "" {
 		opts = append(opts, sdktrace.WithSampler(sdktrace.NeverSample()))
 	} else {
-		exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(endpoint+"/v1/traces"))
+		// The exporter ignores a URL it cannot parse (and sends to
+		// localhost:4318) or one without a scheme (and sends nowhere), so a
+		// typo would lose every span without a word.
+		u, err := url.Parse(endpoint)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("otlp endpoint %q: want an http:// or https:// URL such as http://otel-collector:4318", endpoint)
+		}
+		// A trailing slash (http://collector:4318/) would make the path
+		// //v1/traces, which collectors answer with 404.
+		traces := strings.TrimRight(endpoint, "/") + "/v1/traces"
+		exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpointURL(traces))
 		if err != nil {
 			return nil, fmt.Errorf("otlp exporter %s: %w", endpoint, err)
 		}

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/failsafe-go/failsafe-go/circuitbreaker"
 	"github.com/go-redis/redis_rate/v10"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
@@ -93,16 +94,20 @@ func (c *clientIP) of(r *http.Request) string {
 // rateLimiter limits requests per client address with Redis (GCRA, so every
 // gateway replica shares one budget per client). The rate is a live key; 0
 // turns the limit off. If Redis fails the request is let through: a broken
-// limiter must not take the store down, and the failure is counted.
+// limiter must not take the store down, and the failure is counted. After
+// five failures in a row a breaker skips Redis for a second at a time, so an
+// outage does not add the check's timeout to every request.
 type rateLimiter struct {
 	store   *config.Store
 	limiter *redis_rate.Limiter
 	keys    redisx.Keys
 	ip      *clientIP
 	log     *slog.Logger
+	breaker circuitbreaker.CircuitBreaker[any]
 
 	limited  prometheus.Counter
 	failures prometheus.Counter
+	skipped  prometheus.Counter
 	lastWarn atomic.Int64
 }
 
@@ -111,8 +116,17 @@ func newRateLimiter(store *config.Store, rdb *redis.Client, keys redisx.Keys, ip
 		store: store, limiter: redis_rate.NewLimiter(rdb), keys: keys, ip: ip, log: log,
 		limited:  prometheus.NewCounter(prometheus.CounterOpts{Name: "gateway_rate_limited_total", Help: "Requests refused by the per-IP rate limit."}),
 		failures: prometheus.NewCounter(prometheus.CounterOpts{Name: "gateway_rate_limit_errors_total", Help: "Rate limit checks that failed and let the request through."}),
+		skipped:  prometheus.NewCounter(prometheus.CounterOpts{Name: "gateway_rate_limit_skipped_total", Help: "Requests let through unchecked because the limiter's Redis breaker was open."}),
+		breaker: circuitbreaker.NewBuilder[any]().
+			WithFailureThreshold(5).
+			WithSuccessThreshold(1).
+			WithDelay(time.Second).
+			OnOpen(func(circuitbreaker.StateChangedEvent) {
+				log.Warn("rate limiter cannot reach Redis; letting requests through unchecked until it answers again")
+			}).
+			Build(),
 	}
-	reg.MustRegister(rl.limited, rl.failures)
+	reg.MustRegister(rl.limited, rl.failures, rl.skipped)
 	return rl
 }
 
@@ -123,11 +137,17 @@ func (rl *rateLimiter) wrap(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
+		if !rl.breaker.TryAcquirePermit() {
+			rl.skipped.Inc()
+			next.ServeHTTP(w, r)
+			return
+		}
 		limit := redis_rate.Limit{Rate: cfg.RateLimitPerIP, Burst: max(cfg.RateLimitBurst, 1), Period: time.Second}
 		ctx, cancel := context.WithTimeout(r.Context(), 250*time.Millisecond)
 		res, err := rl.limiter.Allow(ctx, rl.keys.Key("ratelimit", "ip", rl.ip.of(r)), limit)
 		cancel()
 		if err != nil {
+			rl.breaker.RecordFailure()
 			rl.failures.Inc()
 			if now := time.Now().Unix(); rl.lastWarn.Swap(now) != now {
 				rl.log.Warn("rate limit check failed; letting requests through", "err", err)
@@ -135,6 +155,7 @@ func (rl *rateLimiter) wrap(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
+		rl.breaker.RecordSuccess()
 		w.Header().Set("RateLimit-Limit", strconv.Itoa(limit.Rate))
 		w.Header().Set("RateLimit-Remaining", strconv.Itoa(max(res.Remaining, 0)))
 		if res.Allowed == 0 {

@@ -115,7 +115,9 @@ func TestRateLimiterLetsRequestsThroughWhenRedisFails(t *testing.T) {
 		calls++
 		w.WriteHeader(http.StatusNoContent)
 	}))
-	for i := range 3 {
+	// Five failed checks open the breaker; the next requests skip Redis
+	// instead of each waiting for the check to time out.
+	for i := range 8 {
 		w := httptest.NewRecorder()
 		r := httptest.NewRequest(http.MethodGet, "/v1/products", nil)
 		r.RemoteAddr = "192.0.2.1:5555"
@@ -124,11 +126,14 @@ func TestRateLimiterLetsRequestsThroughWhenRedisFails(t *testing.T) {
 			t.Fatalf("request %d: status %d, want it let through", i+1, w.Code)
 		}
 	}
-	if calls != 3 {
-		t.Fatalf("handler called %d times, want 3", calls)
+	if calls != 8 {
+		t.Fatalf("handler called %d times, want 8", calls)
 	}
-	if got := testutil.ToFloat64(rl.failures); got != 3 {
-		t.Fatalf("gateway_rate_limit_errors_total %v, want 3", got)
+	if got := testutil.ToFloat64(rl.failures); got != 5 {
+		t.Fatalf("gateway_rate_limit_errors_total %v, want 5", got)
+	}
+	if got := testutil.ToFloat64(rl.skipped); got != 3 {
+		t.Fatalf("gateway_rate_limit_skipped_total %v, want 3", got)
 	}
 	if got := testutil.ToFloat64(rl.limited); got != 0 {
 		t.Fatalf("gateway_rate_limited_total %v, want 0", got)

@@ -42,7 +42,7 @@ func Setup(upstreams []Upstream) service.Setup {
 
 func run(ctx context.Context, env *service.Env, upstreams []Upstream) error {
 	cfg := env.Config.Get()
-	rdb, err := env.Redis(ctx)
+	rdb, err := env.RedisDegradable(ctx)
 	if err != nil {
 		return err
 	}
