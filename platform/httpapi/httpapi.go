@@ -21,18 +21,32 @@ import (
 
 // Decode reads a JSON object from the request body into v. It refuses unknown
 // fields, trailing data, wrong types and oversized bodies, returning a
-// *problem.Problem that names what is wrong.
+// *problem.Problem that names what is wrong — with the full path of a
+// misplaced value, array indices included (variants[1].price.amount).
 func Decode(r *http.Request, v any) error {
 	if ct := r.Header.Get("Content-Type"); ct != "" && !isJSON(ct) {
 		return problem.New(http.StatusUnsupportedMediaType, "unsupported-media-type", "send the body as application/json")
 	}
-	body := &firstByteReader{r: r.Body}
-	dec := json.NewDecoder(body)
+	// The body is bounded by the server's limit; reading it whole lets an
+	// error be traced back to its place in the document.
+	body, err := io.ReadAll(r.Body)
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return problem.TooLarge(tooBig.Limit)
+	}
+	if err != nil {
+		return problem.BadRequest("the request body could not be read")
+	}
+	trimmed := bytes.TrimLeft(body, " \t\r\n")
+	if len(trimmed) == 0 {
+		return problem.BadRequest("the request body is empty; send a JSON object")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		return decodeError(err)
+		return decodeError(err, body)
 	}
-	if body.first != '{' {
+	if trimmed[0] != '{' {
 		// null decodes into a struct without error, leaving it untouched.
 		return problem.BadRequest("the body must be a JSON object")
 	}
@@ -40,10 +54,6 @@ func Decode(r *http.Request, v any) error {
 		return problem.BadRequest("the body holds more than one JSON value")
 	}
 	if _, err := dec.Token(); err != io.EOF {
-		var tooBig *http.MaxBytesError
-		if errors.As(err, &tooBig) {
-			return problem.TooLarge(tooBig.Limit)
-		}
 		return problem.BadRequest("unexpected data after the JSON object")
 	}
 	return nil
@@ -60,27 +70,7 @@ func isJSON(ct string) bool {
 	return mt == "application/json" || strings.HasSuffix(mt, "+json")
 }
 
-// firstByteReader remembers the first non-whitespace byte read through it, so
-// Decode can tell an object from other JSON values after decoding.
-type firstByteReader struct {
-	r     io.Reader
-	first byte
-}
-
-func (f *firstByteReader) Read(p []byte) (int, error) {
-	n, err := f.r.Read(p)
-	if f.first == 0 {
-		for _, c := range p[:n] {
-			if c != ' ' && c != '\t' && c != '\n' && c != '\r' {
-				f.first = c
-				break
-			}
-		}
-	}
-	return n, err
-}
-
-func decodeError(err error) error {
+func decodeError(err error, body []byte) error {
 	var (
 		syntax    *json.SyntaxError
 		typeErr   *json.UnmarshalTypeError
@@ -101,12 +91,15 @@ func decodeError(err error) error {
 		if field == "" {
 			return problem.BadRequest("the body must be a JSON object")
 		}
+		if p := pathAt(body, typeErr.Offset); p != "" {
+			field = p
+		}
 		return problem.Invalid(problem.FieldError{Field: field, Message: "must be " + describe(typeErr.Type)})
 	case errors.As(err, &invalidUT):
 		return err
 	case strings.HasPrefix(err.Error(), "json: unknown field "):
 		name := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
-		return problem.Invalid(problem.FieldError{Field: name, Message: "is not a known field"})
+		return problem.Invalid(problem.FieldError{Field: keyPath(body, name), Message: "is not a known field"})
 	default:
 		var p *problem.Problem
 		if errors.As(err, &p) {

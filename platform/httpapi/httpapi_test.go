@@ -99,10 +99,13 @@ func TestDecode(t *testing.T) {
 			wantField: "price", wantMessage: "must be an object"},
 		{name: "nested wrong type", body: `{"price":{"amount":"a lot","currency":"EUR"}}`, wantStatus: 422, wantType: "/problems/validation-failed",
 			wantField: "price.amount", wantMessage: "must be an integer"},
-		// encoding/json drops array indices from the path (variants[0]);
-		// the report describes this limitation.
+		// encoding/json drops array indices; Decode puts them back.
 		{name: "wrong type inside an array", body: `{"variants":[{"price":{"amount":"x"}}]}`, wantStatus: 422, wantType: "/problems/validation-failed",
-			wantField: "variants.price.amount", wantMessage: "must be an integer"},
+			wantField: "variants[0].price.amount", wantMessage: "must be an integer"},
+		{name: "wrong type in a later element", body: `{"title":"t","variants":[{"price":{"amount":1}},{"sku":"a"},{"price":{"amount":true}}]}`, wantStatus: 422, wantType: "/problems/validation-failed",
+			wantField: "variants[2].price.amount", wantMessage: "must be an integer"},
+		{name: "unknown nested field", body: `{"title":"x","price":{"amount":1,"colour":"red"}}`, wantStatus: 422, wantType: "/problems/validation-failed",
+			wantField: "price.colour", wantMessage: "is not a known field"},
 
 		{name: "body over the limit", body: `{"title":"` + strings.Repeat("a", 100) + `"}`, limit: 64,
 			wantStatus: 413, wantType: "/problems/body-too-large", wantDetail: "64 bytes"},

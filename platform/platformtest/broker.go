@@ -7,16 +7,38 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/mercato/mercato/platform/config"
+	"github.com/mercato/mercato/platform/events/amqpbroker"
 )
 
-// CleanBroker deletes the namespace's JetStream streams from the test NATS
-// server when the test ends. Stream names start with the upper-cased
-// namespace, which no other namespace shares.
+// CleanBroker removes what the namespace created on its broker when the test
+// ends: on NATS its JetStream streams (their names start with the upper-cased
+// namespace, which no other namespace shares), on RabbitMQ its exchange
+// (broadcast queues are exclusive and go with their connections).
 func CleanBroker(t testing.TB, cfg config.Config) {
 	t.Helper()
+	if url := cfg.BrokerURL(); strings.HasPrefix(url, "amqp") {
+		t.Cleanup(func() {
+			conn, err := amqp.Dial(url)
+			if err != nil {
+				t.Logf("broker cleanup: %v", err)
+				return
+			}
+			defer conn.Close()
+			ch, err := conn.Channel()
+			if err != nil {
+				t.Logf("broker cleanup: %v", err)
+				return
+			}
+			if err := ch.ExchangeDelete(amqpbroker.ExchangeName(cfg.Namespace), false, false); err != nil {
+				t.Logf("delete exchange: %v", err)
+			}
+		})
+		return
+	}
 	t.Cleanup(func() {
 		nc, err := nats.Connect(NATSURL(), nats.Timeout(5*time.Second))
 		if err != nil {

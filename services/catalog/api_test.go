@@ -31,7 +31,12 @@ type instance struct {
 // databases, keys and streams are removed after the test.
 func namespace(t *testing.T) config.Config {
 	t.Helper()
-	cfg := platformtest.Config(t)
+	return namespaceFor(t, platformtest.Config(t))
+}
+
+// namespaceFor prepares cfg's namespace as namespace does.
+func namespaceFor(t *testing.T, cfg config.Config) config.Config {
+	t.Helper()
 	cfg.Admin.Token = adminToken
 	platformtest.DropDatabasesAfter(t, cfg)
 	platformtest.Redis(t, cfg)
@@ -272,7 +277,7 @@ func TestBadInputIsRefusedAndNothingHalfApplied(t *testing.T) {
 		{"not an object", "POST", "/v1/admin/products", `[1,2]`, 400, nil},
 		{"empty body", "POST", "/v1/admin/products", "", 400, nil},
 		{"unknown field", "POST", "/v1/admin/products", `{"title":"x","colour":"red","variants":[]}`, 422, []string{"colour"}},
-		{"wrong type", "POST", "/v1/admin/products", `{"title":"x","variants":[{"sku":"A","price":{"amount":"12","currency":"EUR"}}]}`, 422, []string{"variants.price.amount"}},
+		{"wrong type", "POST", "/v1/admin/products", `{"title":"x","variants":[{"sku":"A","price":{"amount":"12","currency":"EUR"}}]}`, 422, []string{"variants[0].price.amount"}},
 		{"field rules", "POST", "/v1/admin/products", map[string]any{"title": "", "variants": []map[string]any{{"sku": "bad sku", "price": map[string]any{"amount": 5, "currency": "EURO"}}}}, 422,
 			[]string{"title", "variants[0].sku", "variants[0].price.currency"}},
 		{"unknown category", "POST", "/v1/admin/products", productBody("Lamp", "LAMP-1", missingCategory), 422, []string{"category_ids[0]"}},
@@ -412,10 +417,24 @@ func TestSearchRanksByRelevance(t *testing.T) {
 }
 
 // Two instances share Redis but each has its own process memory: a change
-// through one must reach the other through the product.changed event.
+// through one must reach the other through the product.changed event, on
+// either broker.
 func TestChangesReachEveryInstanceWithinASecond(t *testing.T) {
 	t.Parallel()
-	cfg := namespace(t)
+	for _, broker := range []string{"nats", "rabbitmq"} {
+		t.Run(broker, func(t *testing.T) {
+			t.Parallel()
+			cfg := platformtest.Config(t)
+			if broker == "rabbitmq" {
+				cfg.Broker.URL = platformtest.AMQPURL()
+			}
+			cfg = namespaceFor(t, cfg)
+			changesReachEveryInstance(t, cfg)
+		})
+	}
+}
+
+func changesReachEveryInstance(t *testing.T, cfg config.Config) {
 	a, b := start(t, cfg), start(t, cfg)
 	p := a.mustProduct(t, productBody("Linen Throw", "THROW-1"))
 	// Warm b's caches: detail in memory and Redis, list and search pages.
