@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"io/fs"
 	"strings"
 
@@ -32,13 +33,24 @@ func modules() []module {
 	return append(backends, module{name: gateway.Name, setup: gateway.Setup(upstreams)})
 }
 
-func lookup(name string) (module, bool) {
-	for _, m := range modules() {
-		if m.name == name {
-			return m, true
+// lookup returns the modules with the given names, or a usage error naming
+// the first unknown one.
+func lookup(names []string) ([]module, error) {
+	all := modules()
+	var out []module
+	for _, name := range names {
+		found := false
+		for _, m := range all {
+			if m.name == name {
+				out, found = append(out, m), true
+				break
+			}
+		}
+		if !found {
+			return nil, usageError{fmt.Sprintf("unknown service %q (services: %s)", name, serviceNames())}
 		}
 	}
-	return module{}, false
+	return out, nil
 }
 
 func serviceNames() string {

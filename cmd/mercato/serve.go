@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -19,13 +18,9 @@ func cmdServe(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if fs.NArg() == 0 {
 		return usageError{"serve needs at least one service name (" + serviceNames() + ")"}
 	}
-	var mods []module
-	for _, name := range fs.Args() {
-		m, ok := lookup(name)
-		if !ok {
-			return usageError{fmt.Sprintf("unknown service %q (services: %s)", name, serviceNames())}
-		}
-		mods = append(mods, m)
+	mods, err := lookup(fs.Args())
+	if err != nil {
+		return err
 	}
 	store, err := loadConfig(nil, stderr)
 	if err != nil {

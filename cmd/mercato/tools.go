@@ -18,13 +18,9 @@ func cmdMigrate(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 	mods := modules()
 	if fs.NArg() > 0 {
-		mods = nil
-		for _, name := range fs.Args() {
-			m, ok := lookup(name)
-			if !ok {
-				return usageError{fmt.Sprintf("unknown service %q (services: %s)", name, serviceNames())}
-			}
-			mods = append(mods, m)
+		var err error
+		if mods, err = lookup(fs.Args()); err != nil {
+			return err
 		}
 	}
 	store, err := loadConfig(nil, stderr)
