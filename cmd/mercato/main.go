@@ -16,6 +16,7 @@ import (
 	"syscall"
 
 	"github.com/mercato/mercato/platform/config"
+	"github.com/mercato/mercato/platform/redisx"
 	"github.com/mercato/mercato/platform/telemetry"
 )
 
@@ -121,5 +122,10 @@ func loadConfig(overrides map[string]any, stderr io.Writer) (*config.Store, erro
 	src := config.DefaultSources()
 	src.Overrides = overrides
 	boot := slog.New(slog.NewJSONHandler(stderr, nil))
-	return config.Load(src, boot)
+	store, err := config.Load(src, boot)
+	if err != nil {
+		return nil, err
+	}
+	redisx.RouteClientLogs(newLogger(stderr, store, ""))
+	return store, nil
 }

@@ -189,12 +189,14 @@ func preflight(ctx context.Context, cfg *config.Config) error {
 	return nil
 }
 
-// rootCause strips wrapping down to the innermost message.
+// rootCause strips wrapping down to the innermost message, keeping its first
+// line (a driver that tried several ways to connect lists each).
 func rootCause(err error) string {
 	for {
 		next := errors.Unwrap(err)
 		if next == nil {
-			return err.Error()
+			msg, _, _ := strings.Cut(err.Error(), "\n")
+			return msg
 		}
 		err = next
 	}

@@ -7,6 +7,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"strings"
 
@@ -61,3 +62,17 @@ func (k Keys) Key(parts ...string) string { return k.prefix + strings.Join(parts
 
 // Prefix is the common prefix of every key, for scans and cleanup.
 func (k Keys) Prefix() string { return k.prefix }
+
+// RouteClientLogs sends go-redis's own log lines (it logs every failed dial
+// of its pool, many per second while Redis is down) to log at debug level, so
+// a process reports a Redis outage once, through its own errors and metrics.
+// go-redis keeps one logger per process, so main calls this once.
+func RouteClientLogs(log *slog.Logger) {
+	redis.SetLogger(clientLog{log.With("component", "go-redis")})
+}
+
+type clientLog struct{ log *slog.Logger }
+
+func (l clientLog) Printf(ctx context.Context, format string, v ...any) {
+	l.log.DebugContext(ctx, fmt.Sprintf(format, v...))
+}
