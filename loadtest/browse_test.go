@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mercato/mercato/platform/platformtest"
 )
 
 // fakeCatalog serves the three catalog endpoints browse uses over products
@@ -262,7 +264,7 @@ func TestBrowseEmptyCatalog(t *testing.T) {
 }
 
 func TestBrowseUnreachable(t *testing.T) {
-	opts := testOptions(t, "http://127.0.0.1:1")
+	opts := testOptions(t, "http://"+platformtest.ClosedAddr(t))
 	opts.Timeout = time.Second
 	_, err := Run(t.Context(), "browse", opts)
 	if err == nil || !strings.Contains(err.Error(), "/v1/products") {

@@ -6,13 +6,14 @@ import (
 	"log/slog"
 	"maps"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mercato/mercato/platform/platformtest"
 )
 
 // testOptions are options for a short run against url with quiet logs.
@@ -124,14 +125,7 @@ func TestDriveErrorKinds(t *testing.T) {
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
 
-	closedPort := func() string {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
-		return "http://" + ln.Addr().String()
-	}()
+	closedPort := "http://" + platformtest.ClosedAddr(t)
 
 	tests := []struct {
 		name string

@@ -402,7 +402,7 @@ func TestLocalEntriesExpire(t *testing.T) {
 	src := newDatabase()
 	src.set("prod_1", 1)
 	mustGet(t, c, "prod_1", src.loader("prod_1"))
-	eventually(t, "memory entry to expire and redis to answer", func() bool {
+	platformtest.Eventually(t, "memory entry to expire and redis to answer", func() bool {
 		mustGet(t, c, "prod_1", noLoad(t))
 		return count(t, c.m.hitsRemote) > 0
 	})
@@ -418,7 +418,7 @@ func TestTombstonesAreBounded(t *testing.T) {
 	for i := range 20 * size {
 		c.InvalidateLocal("k"+strconv.Itoa(i), int64(i))
 	}
-	eventually(t, "memory to shrink to its bound", func() bool {
+	platformtest.Eventually(t, "memory to shrink to its bound", func() bool {
 		c.local.CleanUp()
 		return c.local.EstimatedSize() <= size
 	})
@@ -443,7 +443,7 @@ func TestCallerGivingUpDoesNotFailTheFetch(t *testing.T) {
 		t.Fatalf("Get after cancel = %v, want context.Canceled", err)
 	}
 	close(release)
-	eventually(t, "the abandoned fetch to fill memory", func() bool {
+	platformtest.Eventually(t, "the abandoned fetch to fill memory", func() bool {
 		le, ok := localEntryOf(c, "prod_1")
 		return ok && le.present
 	})

@@ -3,7 +3,6 @@ package cache
 import (
 	"context"
 	"errors"
-	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -119,15 +118,7 @@ const deadTimeout = 100 * time.Millisecond
 // deadClient returns a Redis client pointed at a port nobody listens on.
 func deadClient(t *testing.T) *redis.Client {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	addr := l.Addr().String()
-	if err := l.Close(); err != nil {
-		t.Fatalf("close listener: %v", err)
-	}
-	c := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: 200 * time.Millisecond})
+	c := redis.NewClient(&redis.Options{Addr: platformtest.ClosedAddr(t), DialTimeout: 200 * time.Millisecond})
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
@@ -183,18 +174,6 @@ func remoteEntryOf(t *testing.T, e env, key string) map[string]string {
 func localEntryOf(c *Cache[product], key string) (entry[product], bool) {
 	e, ok := c.local.GetEntryQuietly(key)
 	return e.Value, ok
-}
-
-// eventually polls cond until it holds or a generous deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // commandCounter is a go-redis hook counting the commands a client sends.

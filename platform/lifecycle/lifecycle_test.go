@@ -1,7 +1,6 @@
 package lifecycle_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mercato/mercato/platform/lifecycle"
+	"github.com/mercato/mercato/platform/platformtest"
 )
 
 // wait bounds every wait for something that should happen; it is generous
@@ -37,27 +37,9 @@ func (j *journal) list() []string {
 	return append([]string(nil), j.entries...)
 }
 
-// logBuffer collects log output written from several goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func newGroup(t *testing.T) (*lifecycle.Group, *logBuffer) {
+func newGroup(t *testing.T) (*lifecycle.Group, *platformtest.Buffer) {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &platformtest.Buffer{}
 	return lifecycle.New(slog.New(slog.NewTextHandler(logs, nil))), logs
 }
 

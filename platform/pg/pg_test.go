@@ -1,12 +1,10 @@
 package pg_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"strconv"
 	"strings"
 	"sync"
@@ -197,24 +195,24 @@ func TestOpen(t *testing.T) {
 
 func TestOpenFailsWithRedactedAddress(t *testing.T) {
 	t.Parallel()
-	port := closedPort(t)
+	addr := platformtest.ClosedAddr(t)
 	tests := []struct {
 		name string
 		url  string
 		want string // a part of the error that names the address
 	}{
 		{"unreachable server",
-			"postgres://postgres:s3cret@127.0.0.1:" + port + "/postgres?sslmode=disable",
-			"postgres://postgres:xxxxx@127.0.0.1:" + port + "/postgres"},
+			"postgres://postgres:s3cret@" + addr + "/postgres?sslmode=disable",
+			"postgres://postgres:xxxxx@" + addr + "/postgres"},
 		{"unreachable server, password in the query",
-			"postgres://postgres@127.0.0.1:" + port + "/postgres?password=s3cret&sslmode=disable",
-			"127.0.0.1:" + port},
+			"postgres://postgres@" + addr + "/postgres?password=s3cret&sslmode=disable",
+			addr},
 		{"unparseable URL",
 			"postgres://postgres:s3cret@127.0.0.1:notaport/postgres",
 			"postgres url"},
 		{"invalid setting",
-			"postgres://postgres:s3cret@127.0.0.1:" + port + "/postgres?sslmode=bogus",
-			"postgres://postgres:xxxxx@127.0.0.1:" + port + "/postgres"},
+			"postgres://postgres:s3cret@" + addr + "/postgres?sslmode=bogus",
+			"postgres://postgres:xxxxx@" + addr + "/postgres"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -597,46 +595,8 @@ func concurrently(n int, fn func(i int) error) []error {
 }
 
 // captureLog returns a logger whose text output the test can inspect.
-func captureLog(t *testing.T) (*slog.Logger, *syncBuffer) {
+func captureLog(t *testing.T) (*slog.Logger, *platformtest.Buffer) {
 	t.Helper()
-	buf := &syncBuffer{}
+	buf := &platformtest.Buffer{}
 	return slog.New(slog.NewTextHandler(buf, nil)), buf
-}
-
-// syncBuffer is a bytes.Buffer safe for concurrent loggers.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *syncBuffer) Reset() {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	b.buf.Reset()
-}
-
-// closedPort returns a loopback port with nothing listening on it.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-	if err := l.Close(); err != nil {
-		t.Fatalf("close: %v", err)
-	}
-	return port
 }

@@ -1,7 +1,10 @@
 // Package platformtest gives integration tests their own corner of the real
 // infrastructure on the machine: a fresh namespace, a PostgreSQL database, a
 // Redis key prefix and broker names under it, all removed when the test ends,
-// so tests run in parallel against one server without colliding.
+// so tests run in parallel against one server without colliding. It also
+// holds the small helpers that test suites would otherwise each copy: a
+// goroutine-safe output Buffer, a ClosedAddr, and Eventually for conditions
+// that hold after a while.
 package platformtest
 
 import (

@@ -3,9 +3,7 @@ package redisx_test
 import (
 	"context"
 	"errors"
-	"net"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -61,7 +59,7 @@ func TestOpenSizesThePoolFromConfig(t *testing.T) {
 
 func TestOpenFailsClearly(t *testing.T) {
 	t.Parallel()
-	port := closedPort(t)
+	addr := platformtest.ClosedAddr(t)
 	tests := []struct {
 		name    string
 		url     string
@@ -69,17 +67,17 @@ func TestOpenFailsClearly(t *testing.T) {
 		refused bool   // the error wraps ECONNREFUSED
 	}{
 		{name: "nothing listening",
-			url:  "redis://127.0.0.1:" + port + "/0",
-			want: "redis://127.0.0.1:" + port + "/0", refused: true},
+			url:  "redis://" + addr + "/0",
+			want: "redis://" + addr + "/0", refused: true},
 		{name: "nothing listening, password in the URL",
-			url:  "redis://:s3cret@127.0.0.1:" + port + "/0",
-			want: "redis://:xxxxx@127.0.0.1:" + port + "/0", refused: true},
+			url:  "redis://:s3cret@" + addr + "/0",
+			want: "redis://:xxxxx@" + addr + "/0", refused: true},
 		{name: "unparseable URL",
 			url:  "redis://:s3cret@127.0.0.1:notaport/0",
 			want: "redis url"},
 		{name: "wrong scheme",
-			url:  "http://:s3cret@127.0.0.1:" + port + "/0",
-			want: "http://:xxxxx@127.0.0.1:" + port + "/0"},
+			url:  "http://:s3cret@" + addr + "/0",
+			want: "http://:xxxxx@" + addr + "/0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -222,18 +220,4 @@ func testContext(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	t.Cleanup(cancel)
 	return ctx
-}
-
-// closedPort returns a loopback port with nothing listening on it.
-func closedPort(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("listen: %v", err)
-	}
-	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
-	if err := l.Close(); err != nil {
-		t.Fatalf("close: %v", err)
-	}
-	return port
 }

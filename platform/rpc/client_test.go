@@ -56,7 +56,7 @@ func TestRoundTripOverH2CPropagatesTrace(t *testing.T) {
 			// platform/server's HTTP span continues the client span, and the
 			// RPC span is its child: one trace from caller to handler.
 			var serverSpan sdktrace.ReadOnlySpan
-			eventually(t, "the server spans end", func() bool {
+			platformtest.Eventually(t, "the server spans end", func() bool {
 				return len(f.serverSpan.Ended()) >= 2
 			})
 			serverSpan = findSpan(t, f.serverSpan.Ended, "mercato.ping.v1.PingService/Ping", trace.SpanKindServer)
@@ -303,7 +303,7 @@ func TestCircuitBreaker(t *testing.T) {
 		rc := f.store.Get().RPC
 		rc.BreakerDelay = 20 * time.Millisecond
 		setRPC(t, f.store, rc)
-		eventually(t, "a trial call succeeds", func() bool {
+		platformtest.Eventually(t, "a trial call succeeds", func() bool {
 			err := f.writeCall(ctxFor(t))
 			if err != nil && !errors.Is(err, rpc.ErrBreakerOpen) {
 				t.Fatalf("unexpected error: %v", err)
@@ -326,7 +326,7 @@ func TestCircuitBreaker(t *testing.T) {
 		rc := f.store.Get().RPC
 		rc.BreakerDelay = 20 * time.Millisecond
 		setRPC(t, f.store, rc)
-		eventually(t, "a trial call reaches the server", func() bool {
+		platformtest.Eventually(t, "a trial call reaches the server", func() bool {
 			_ = f.writeCall(ctxFor(t))
 			return f.srv.writes.Load() == 3
 		})
@@ -391,7 +391,7 @@ func TestBulkhead(t *testing.T) {
 
 	hold()
 	hold()
-	eventually(t, "two calls are in the server", func() bool { return f.srv.inflight.Load() == 2 })
+	platformtest.Eventually(t, "two calls are in the server", func() bool { return f.srv.inflight.Load() == 2 })
 
 	// Ping is idempotent: a full bulkhead must still fail fast, not retry.
 	err := f.pingCall(ctxFor(t))
@@ -412,7 +412,7 @@ func TestBulkhead(t *testing.T) {
 	rc.MaxConcurrent = 3
 	setRPC(t, f.store, rc)
 	hold()
-	eventually(t, "a third call is in the server", func() bool { return f.srv.inflight.Load() == 3 })
+	platformtest.Eventually(t, "a third call is in the server", func() bool { return f.srv.inflight.Load() == 3 })
 }
 
 func TestLiveSettings(t *testing.T) {
@@ -527,7 +527,7 @@ rpc_server_requests_total{code="ok",procedure="/mercato.ping.v1.PingService/Ping
 `
 	// The server's spans and metrics are recorded after the response is
 	// sent, so wait for them rather than assume.
-	eventually(t, "the server metrics are recorded", func() bool {
+	platformtest.Eventually(t, "the server metrics are recorded", func() bool {
 		return testutil.GatherAndCompare(f.serverReg, strings.NewReader(server), "rpc_server_requests_total") == nil
 	})
 	if n, err := testutil.GatherAndCount(f.serverReg, "rpc_server_duration_seconds"); err != nil || n != 2 {

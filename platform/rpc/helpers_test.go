@@ -197,18 +197,6 @@ func ctxFor(t *testing.T) context.Context {
 	return ctx
 }
 
-// eventually polls cond until it holds or a generous deadline passes.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // metric returns the value of the series of name whose labels include want
 // (a histogram's sample count), and whether it exists.
 func metric(t *testing.T, reg *prometheus.Registry, name string, want map[string]string) (float64, bool) {

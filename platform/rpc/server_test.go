@@ -47,7 +47,7 @@ func TestHandlerRecoversPanics(t *testing.T) {
 			if err := f.writeCall(ctxFor(t)); err != nil {
 				t.Fatalf("call after the panic: %v", err)
 			}
-			eventually(t, "the panic is counted as internal", func() bool {
+			platformtest.Eventually(t, "the panic is counted as internal", func() bool {
 				v, _ := metric(t, f.serverReg, "rpc_server_requests_total", map[string]string{"procedure": writeProcedure, "code": "internal"})
 				return v == 1
 			})
@@ -125,7 +125,7 @@ func TestHandlerContinuesTraceWithoutHTTPMiddleware(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Ping: %v", err)
 	}
-	eventually(t, "the server span ends", func() bool { return len(rec.Ended()) == 1 })
+	platformtest.Eventually(t, "the server span ends", func() bool { return len(rec.Ended()) == 1 })
 	span := rec.Ended()[0]
 	if got, want := span.SpanContext().TraceID(), caller.SpanContext().TraceID(); got != want {
 		t.Errorf("server span trace id = %s, want the caller's %s", got, want)

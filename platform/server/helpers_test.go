@@ -112,18 +112,6 @@ func refusesConnections(addr string) bool {
 	return false
 }
 
-// eventually polls cond until it holds, failing the test after wait.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting until %s", wait, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 // send makes a request with client and returns the response with its body
 // read.
 func send(t *testing.T, client *http.Client, method, url string, body io.Reader, headers map[string]string) (*http.Response, string) {

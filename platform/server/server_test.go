@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mercato/mercato/platform/httpapi"
+	"github.com/mercato/mercato/platform/platformtest"
 	"github.com/mercato/mercato/platform/problem"
 	"github.com/mercato/mercato/platform/server"
 	"github.com/mercato/mercato/platform/telemetry"
@@ -178,7 +179,7 @@ func TestReadyzReportsShuttingDownWhileDraining(t *testing.T) {
 	}()
 	waitFor(t, entered, "the probe to be in flight")
 	r.cancel()
-	eventually(t, "the server refuses new connections", func() bool { return refusesConnections(r.addr) })
+	platformtest.Eventually(t, "the server refuses new connections", func() bool { return refusesConnections(r.addr) })
 	releaseOnce.Do(func() { close(release) })
 
 	res := receive(t, results)
@@ -423,7 +424,7 @@ func TestGracefulShutdownFinishesInFlightRequests(t *testing.T) {
 			}()
 			waitFor(t, entered, "the request to be in flight")
 			r.cancel()
-			eventually(t, "the server refuses new connections", func() bool { return refusesConnections(r.addr) })
+			platformtest.Eventually(t, "the server refuses new connections", func() bool { return refusesConnections(r.addr) })
 			select {
 			case err := <-r.done:
 				r.done <- err
@@ -625,7 +626,7 @@ func TestShutdownDelayKeepsServingWhileNotReady(t *testing.T) {
 	srv.Mux().HandleFunc("GET /work", func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "done") })
 	r := run(t, srv)
 	r.cancel()
-	eventually(t, "readyz reports shutting down", func() bool {
+	platformtest.Eventually(t, "readyz reports shutting down", func() bool {
 		resp, err := r.client.Get(r.url + "/readyz")
 		if err != nil {
 			return false

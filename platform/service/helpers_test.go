@@ -113,18 +113,6 @@ func (r *running) readyz(t *testing.T) (int, readiness) {
 	return status, rd
 }
 
-// eventually polls cond until it holds, failing the test after wait.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting until %s", wait, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // ctxFor is a context bounded by wait that ends with the test.
 func ctxFor(t *testing.T) context.Context {
 	t.Helper()

@@ -80,7 +80,7 @@ func TestRunServesWhatSetupRegisters(t *testing.T) {
 			t.Errorf("/metrics lacks %q", want)
 		}
 	}
-	eventually(t, "the worker starts", func() bool {
+	platformtest.Eventually(t, "the worker starts", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		return len(journal) > 0
@@ -320,11 +320,11 @@ func TestEnvOutboxRelaysToTheBroker(t *testing.T) {
 	case <-ctx.Done():
 		t.Fatalf("the event did not reach the broker: %v", ctx.Err())
 	}
-	eventually(t, "the relay deletes the published row", func() bool {
+	platformtest.Eventually(t, "the relay deletes the published row", func() bool {
 		var n int
 		return pool.QueryRow(ctx, "SELECT count(*) FROM outbox").Scan(&n) == nil && n == 0
 	})
-	eventually(t, "the relay's metrics show on /metrics", func() bool {
+	platformtest.Eventually(t, "the relay's metrics show on /metrics", func() bool {
 		_, metrics := r.get(t, "/metrics")
 		return strings.Contains(metrics, "mercato_events_relay_published_total 1")
 	})

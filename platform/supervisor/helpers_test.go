@@ -96,18 +96,6 @@ func (h *harness) status(t *testing.T, name string) ProcessStatus {
 	return ProcessStatus{}
 }
 
-// eventually polls cond until it holds, failing the test after patience.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(patience)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 // assertReaped fails unless pid is gone entirely: neither running nor a
 // zombie, which kill(pid, 0) would still find.
 func assertReaped(t *testing.T, pid int) {

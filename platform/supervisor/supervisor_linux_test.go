@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mercato/mercato/platform/platformtest"
 )
 
 // These tests check what only Linux promises: Pdeathsig, and a child's group
@@ -28,7 +30,7 @@ func TestGrandchildrenDoNotOutliveTheChild(t *testing.T) {
 		end func(t *testing.T, h *harness)
 	}{
 		{"child crashes", []string{envAfter + "=100ms"}, func(t *testing.T, h *harness) {
-			eventually(t, "the child's exit to be logged", func() bool { return len(h.logs.find("exited", "spawn")) > 0 })
+			platformtest.Eventually(t, "the child's exit to be logged", func() bool { return len(h.logs.find("exited", "spawn")) > 0 })
 		}},
 		{"supervisor stops", nil, func(t *testing.T, h *harness) {
 			if err := h.stop(t); err != nil {
@@ -48,7 +50,7 @@ func TestGrandchildrenDoNotOutliveTheChild(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h := startSupervisor(t, Options{MinBackoff: time.Hour, MaxBackoff: time.Hour, StopTimeout: 10 * time.Second}, child(t, "spawn", tt.env...))
 			var grandchild int
-			eventually(t, "the grandchild's pid", func() bool {
+			platformtest.Eventually(t, "the grandchild's pid", func() bool {
 				for _, w := range h.out.Writes() {
 					if s, ok := strings.CutPrefix(w, "spawn | grandchild "); ok {
 						grandchild, _ = strconv.Atoi(strings.TrimSpace(s))
@@ -59,7 +61,7 @@ func TestGrandchildrenDoNotOutliveTheChild(t *testing.T) {
 			})
 			t.Cleanup(func() { _ = syscall.Kill(grandchild, syscall.SIGKILL) })
 			tt.end(t, h)
-			eventually(t, "the grandchild to die", func() bool { return dead(t, grandchild) })
+			platformtest.Eventually(t, "the grandchild to die", func() bool { return dead(t, grandchild) })
 		})
 	}
 }
@@ -107,7 +109,7 @@ func TestChildrenDieWithTheSupervisor(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = sup.Wait()
-	eventually(t, "the orphaned child to die", func() bool { return dead(t, pid) })
+	platformtest.Eventually(t, "the orphaned child to die", func() bool { return dead(t, pid) })
 }
 
 func TestChildSurvivesOSThreadExits(t *testing.T) {
@@ -141,7 +143,7 @@ func TestChildSurvivesOSThreadExits(t *testing.T) {
 		}
 	}
 	if landed && forker != os.Getpid() { // the main thread is never ended
-		eventually(t, "a SIGTERM sent wrongly to land", func() bool {
+		platformtest.Eventually(t, "a SIGTERM sent wrongly to land", func() bool {
 			return h.status(t, "sleep").PID != pid
 		})
 		t.Fatalf("a goroutine ran on the thread that forked the child; Status = %+v", h.status(t, "sleep"))

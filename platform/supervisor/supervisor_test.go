@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/mercato/mercato/platform/platformtest"
 )
 
 func TestBackoff(t *testing.T) {
@@ -117,7 +119,7 @@ func TestOutputIsPrefixedWholeLines(t *testing.T) {
 		child(t, "echo", envLines+"="+strconv.Itoa(lines)),
 		Process{Name: "echo2", Path: os.Args[0], Env: childEnv("echo", envLines+"="+strconv.Itoa(lines))},
 	)
-	eventually(t, "both children echoed", func() bool {
+	platformtest.Eventually(t, "both children echoed", func() bool {
 		return h.out.Has("echo  | echoed\n") && h.out.Has("echo2 | echoed\n")
 	})
 	pids := []int{h.status(t, "echo").PID, h.status(t, "echo2").PID}
@@ -177,7 +179,7 @@ func TestExitedChildIsRestartedWithGrowingBackoff(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h := startSupervisor(t, Options{MinBackoff: 20 * time.Millisecond, MaxBackoff: 80 * time.Millisecond, StableAfter: time.Hour},
 				child(t, "crash", envAfter+"=10ms", envCode+"="+tt.code))
-			eventually(t, "4 restarts", func() bool { return h.status(t, "crash").Restarts >= 4 })
+			platformtest.Eventually(t, "4 restarts", func() bool { return h.status(t, "crash").Restarts >= 4 })
 			if err := h.stop(t); err != nil {
 				t.Fatalf("Run: %v", err)
 			}
@@ -224,7 +226,7 @@ func TestBackoffResetsAfterStableRun(t *testing.T) {
 	// counts as the first.
 	h := startSupervisor(t, Options{MinBackoff: 20 * time.Millisecond, MaxBackoff: time.Second, StableAfter: 50 * time.Millisecond},
 		child(t, "crash", envAfter+"=150ms", envCode+"=1"))
-	eventually(t, "3 restarts", func() bool { return h.status(t, "crash").Restarts >= 3 })
+	platformtest.Eventually(t, "3 restarts", func() bool { return h.status(t, "crash").Restarts >= 3 })
 	if err := h.stop(t); err != nil {
 		t.Fatalf("Run: %v", err)
 	}
@@ -275,7 +277,7 @@ func TestStopKillsChildThatIgnoresSIGTERM(t *testing.T) {
 
 func TestLongLineArrivesWhole(t *testing.T) {
 	h := startSupervisor(t, Options{}, child(t, "long-line"))
-	eventually(t, "the line after the long one", func() bool { return h.out.Has("long-line | done\n") })
+	platformtest.Eventually(t, "the line after the long one", func() bool { return h.out.Has("long-line | done\n") })
 	want := "long-line | " + strings.Repeat("0123456789abcdef", longLineBytes/16) + "\n"
 	if !h.out.Has(want) {
 		var sizes []int
@@ -332,7 +334,7 @@ func TestWaitReadyGivesUp(t *testing.T) {
 func TestStartFailureIsRetried(t *testing.T) {
 	missing := Process{Name: "missing", Path: filepath.Join(t.TempDir(), "no-such-binary")}
 	h := startSupervisor(t, Options{MinBackoff: 10 * time.Millisecond, MaxBackoff: 20 * time.Millisecond}, missing)
-	eventually(t, "2 restarts", func() bool { return h.status(t, "missing").Restarts >= 2 })
+	platformtest.Eventually(t, "2 restarts", func() bool { return h.status(t, "missing").Restarts >= 2 })
 	st := h.status(t, "missing")
 	if err := h.stop(t); err != nil {
 		t.Fatalf("Run: %v", err)

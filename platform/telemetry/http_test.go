@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/mercato/mercato/platform/platformtest"
 	"github.com/mercato/mercato/platform/problem"
 	"github.com/mercato/mercato/platform/telemetry"
 )
@@ -30,13 +31,13 @@ type instrumented struct {
 	url   string
 	reg   *prometheus.Registry
 	spans *tracetest.SpanRecorder
-	logs  *logBuffer
+	logs  *platformtest.Buffer
 }
 
 func serveInstrumented(t *testing.T, mux *http.ServeMux) *instrumented {
 	t.Helper()
 	tp, spans := tracerProvider(t)
-	f := &instrumented{reg: prometheus.NewRegistry(), spans: spans, logs: &logBuffer{}}
+	f := &instrumented{reg: prometheus.NewRegistry(), spans: spans, logs: &platformtest.Buffer{}}
 	h := telemetry.Instrument(mux, tp.Tracer("http"), telemetry.NewHTTPMetrics(f.reg), telemetry.NewLogger(f.logs, "json", nil, "test"))
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
@@ -214,7 +215,7 @@ func TestInstrumentContinuesIncomingTrace(t *testing.T) {
 func endedSpan(t *testing.T, rec *tracetest.SpanRecorder, spanID string) sdktrace.ReadOnlySpan {
 	t.Helper()
 	var found sdktrace.ReadOnlySpan
-	eventually(t, "span "+spanID+" ends", func() bool {
+	platformtest.Eventually(t, "span "+spanID+" ends", func() bool {
 		for _, s := range rec.Ended() {
 			if s.SpanContext().SpanID().String() == spanID {
 				found = s
@@ -450,7 +451,7 @@ func TestInstrumentRecoversPanics(t *testing.T) {
 
 			rid := resp.Header.Get(telemetry.RequestIDHeader)
 			var rec map[string]any
-			eventually(t, "the panic is logged", func() bool { return strings.Contains(f.logs.String(), "handler panicked") })
+			platformtest.Eventually(t, "the panic is logged", func() bool { return strings.Contains(f.logs.String(), "handler panicked") })
 			rec = recordWithMsg(t, f.logs.String(), "handler panicked")
 			if level := rec["level"]; level != "ERROR" {
 				t.Errorf("level = %v, want ERROR", level)
@@ -496,13 +497,13 @@ func TestInstrumentAbortsAResponseThatPanicsMidway(t *testing.T) {
 	if err == nil {
 		t.Errorf("a response cut short by a panic read as complete: %q", body)
 	}
-	eventually(t, "the panic is logged", func() bool { return strings.Contains(f.logs.String(), "handler panicked") })
+	platformtest.Eventually(t, "the panic is logged", func() bool { return strings.Contains(f.logs.String(), "handler panicked") })
 	want := `
 # HELP http_server_requests_total HTTP requests served, by route pattern, method and status code.
 # TYPE http_server_requests_total counter
 http_server_requests_total{code="500",method="GET",route="GET /half"} 1
 `
-	eventually(t, "the request is counted", func() bool {
+	platformtest.Eventually(t, "the request is counted", func() bool {
 		return testutil.GatherAndCompare(f.reg, strings.NewReader(want), "http_server_requests_total") == nil
 	})
 }
@@ -510,7 +511,7 @@ http_server_requests_total{code="500",method="GET",route="GET /half"} 1
 func TestInstrumentRepanicsErrAbortHandler(t *testing.T) {
 	abort := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { panic(http.ErrAbortHandler) })
 	tp, spans := tracerProvider(t)
-	logs := &logBuffer{}
+	logs := &platformtest.Buffer{}
 	h := telemetry.Instrument(abort, tp.Tracer("http"), telemetry.NewHTTPMetrics(prometheus.NewRegistry()), telemetry.NewLogger(logs, "json", nil, "test"))
 
 	t.Run("called directly", func(t *testing.T) {

@@ -8,6 +8,7 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/mercato/mercato/platform/platformtest"
 	"github.com/mercato/mercato/platform/telemetry"
 )
 
@@ -63,7 +64,7 @@ func TestLoggerAddsTraceAndRequestIDs(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			var out logBuffer
+			var out platformtest.Buffer
 			level := new(slog.LevelVar)
 			log := telemetry.NewLogger(&out, "json", level, "catalog")
 			log.InfoContext(tt.ctx, "hello", "sku", "SKU-1")
@@ -102,7 +103,7 @@ func TestLoggerKeepsIDsThroughWithAndGroups(t *testing.T) {
 	defer span.End()
 	ctx = telemetry.WithRequestID(ctx, "req-9")
 
-	var out logBuffer
+	var out platformtest.Buffer
 	log := telemetry.NewLogger(&out, "json", new(slog.LevelVar), "")
 	log.With("component", "relay").InfoContext(ctx, "with attrs")
 	log.WithGroup("g").InfoContext(ctx, "in group", "k", "v")
@@ -124,7 +125,7 @@ func TestLoggerKeepsIDsThroughWithAndGroups(t *testing.T) {
 }
 
 func TestLoggerLevelFollowsLevelVar(t *testing.T) {
-	var out logBuffer
+	var out platformtest.Buffer
 	level := new(slog.LevelVar) // info
 	log := telemetry.NewLogger(&out, "json", level, "catalog")
 	ctx := context.Background()
@@ -148,7 +149,7 @@ func TestLoggerLevelFollowsLevelVar(t *testing.T) {
 }
 
 func TestLoggerWithoutLevelVarLogsInfo(t *testing.T) {
-	var out logBuffer
+	var out platformtest.Buffer
 	log := telemetry.NewLogger(&out, "json", nil, "catalog")
 	log.Debug("dropped")
 	log.Info("kept")
@@ -159,7 +160,7 @@ func TestLoggerWithoutLevelVarLogsInfo(t *testing.T) {
 }
 
 func TestLoggerTextFormat(t *testing.T) {
-	var out logBuffer
+	var out platformtest.Buffer
 	log := telemetry.NewLogger(&out, "text", new(slog.LevelVar), "catalog")
 	log.InfoContext(telemetry.WithRequestID(context.Background(), "req-3"), "hello")
 	got := out.String()

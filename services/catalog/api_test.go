@@ -69,7 +69,7 @@ func start(t *testing.T, cfg config.Config) *instance {
 	case <-time.After(60 * time.Second):
 		t.Fatal("catalog did not start in time")
 	}
-	waitFor(t, 30*time.Second, func() bool {
+	platformtest.Eventually(t, "the catalog is ready", func() bool {
 		resp, err := http.Get(in.url + "/readyz")
 		if err != nil {
 			return false
@@ -78,17 +78,6 @@ func start(t *testing.T, cfg config.Config) *instance {
 		return resp.StatusCode == http.StatusOK
 	})
 	return in
-}
-
-func waitFor(t *testing.T, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("condition not met within %s", timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 type response struct {
@@ -448,7 +437,7 @@ func changesReachEveryInstance(t *testing.T, cfg config.Config) {
 	changed := time.Now()
 	check := func(path string, ok func(response) bool) {
 		t.Helper()
-		waitFor(t, 5*time.Second, func() bool { return ok(b.do(t, "GET", path, nil)) })
+		platformtest.EventuallyWithin(t, 5*time.Second, path+" reflects the change", func() bool { return ok(b.do(t, "GET", path, nil)) })
 		if took := time.Since(changed); took > time.Second {
 			t.Errorf("%s took %s to reflect the change", path, took)
 		}

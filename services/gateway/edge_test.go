@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -103,7 +102,7 @@ func TestRateLimiterLetsRequestsThroughWhenRedisFails(t *testing.T) {
 	cfg := platformtest.Config(t)
 	cfg.Gateway.RateLimitPerIP = 1
 	cfg.Gateway.RateLimitBurst = 1
-	rdb := redis.NewClient(&redis.Options{Addr: closedAddr(t), MaxRetries: -1})
+	rdb := redis.NewClient(&redis.Options{Addr: platformtest.ClosedAddr(t), MaxRetries: -1})
 	t.Cleanup(func() { _ = rdb.Close() })
 	ip, err := newClientIP(nil)
 	if err != nil {
@@ -313,14 +312,14 @@ func TestReadinessFollowsUpstreams(t *testing.T) {
 
 	ready := func(t *testing.T) {
 		t.Helper()
-		waitFor(t, 10*time.Second, "gateway ready", func() bool {
+		platformtest.Eventually(t, "gateway ready", func() bool {
 			return g.get(t, "/readyz").status == http.StatusOK
 		})
 	}
 	notReady := func(t *testing.T, name string) {
 		t.Helper()
 		var last problemBody
-		waitFor(t, 10*time.Second, "gateway not ready because of "+name, func() bool {
+		platformtest.Eventually(t, "gateway not ready because of "+name, func() bool {
 			resp := g.get(t, "/readyz")
 			if resp.status != http.StatusServiceUnavailable {
 				return false

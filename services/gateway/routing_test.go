@@ -9,6 +9,7 @@ import (
 
 	"github.com/mercato/mercato/platform/config"
 	"github.com/mercato/mercato/platform/openapi"
+	"github.com/mercato/mercato/platform/platformtest"
 )
 
 // TestRoutesEachDocumentedOperationToItsOwner calls every operation of both
@@ -201,8 +202,8 @@ paths:
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := testConfig(t)
-			cfg.Services["catalog"] = cfgURL(closedAddr(t))
-			cfg.Services["intruder"] = cfgURL(closedAddr(t))
+			cfg.Services["catalog"] = cfgURL(platformtest.ClosedAddr(t))
+			cfg.Services["intruder"] = cfgURL(platformtest.ClosedAddr(t))
 			err := setupError(t, cfg,
 				Upstream{Name: "catalog", OpenAPI: []byte(catalogFragment)},
 				Upstream{Name: "intruder", OpenAPI: []byte(c.other)})
@@ -217,8 +218,8 @@ paths:
 	}
 	t.Run("distinct fragments start", func(t *testing.T) {
 		cfg := testConfig(t)
-		cfg.Services["catalog"] = cfgURL(closedAddr(t))
-		cfg.Services["cart"] = cfgURL(closedAddr(t))
+		cfg.Services["catalog"] = cfgURL(platformtest.ClosedAddr(t))
+		cfg.Services["cart"] = cfgURL(platformtest.ClosedAddr(t))
 		err := setupError(t, cfg,
 			Upstream{Name: "catalog", OpenAPI: []byte(catalogFragment)},
 			Upstream{Name: "cart", OpenAPI: []byte(cartFragment)})
@@ -233,7 +234,7 @@ paths:
 func TestSetupRefusesBadConfiguration(t *testing.T) {
 	t.Run("trusted proxy that is not a CIDR", func(t *testing.T) {
 		cfg := testConfig(t)
-		cfg.Services["catalog"] = cfgURL(closedAddr(t))
+		cfg.Services["catalog"] = cfgURL(platformtest.ClosedAddr(t))
 		cfg.Gateway.TrustedProxies = []string{"10.0.0.0/8", "10.0.0.1"}
 		err := setupError(t, cfg, Upstream{Name: "catalog", OpenAPI: []byte(catalogFragment)})
 		if err == nil || !strings.Contains(err.Error(), "gateway.trusted_proxies") {

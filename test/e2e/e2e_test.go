@@ -102,7 +102,7 @@ func TestPlatform(t *testing.T) {
 		if r := p.do("GET", "/v1/products/"+prod.ID, nil, "If-None-Match", tag); r.status != 304 {
 			t.Fatalf("conditional get: %d", r.status)
 		}
-		waitUntil(t, 5*time.Second, "search finds the new product", func() bool {
+		platformtest.EventuallyWithin(t, 5*time.Second, "search finds the new product", func() bool {
 			return bytes.Contains(p.do("GET", "/v1/products?q=zephyr", nil).body, []byte(prod.ID))
 		})
 		if r := p.do("GET", "/v1/products?category="+cat.ID, nil); !bytes.Contains(r.body, []byte(prod.ID)) {
@@ -112,7 +112,7 @@ func TestPlatform(t *testing.T) {
 		if r := p.do("PATCH", "/v1/admin/products/"+prod.ID, map[string]any{"title": "Stunt Kite Boreas"}, admin...); r.status != 200 {
 			t.Fatalf("patch: %d %s", r.status, r.body)
 		}
-		took := waitUntil(t, 5*time.Second, "the change is visible", func() bool {
+		took := platformtest.EventuallyWithin(t, 5*time.Second, "the change is visible", func() bool {
 			return bytes.Contains(p.do("GET", "/v1/products/"+prod.ID, nil).body, []byte("Boreas"))
 		})
 		if took > time.Second {
@@ -121,7 +121,7 @@ func TestPlatform(t *testing.T) {
 		if r := p.do("DELETE", "/v1/admin/products/"+prod.ID, nil, admin...); r.status != 204 {
 			t.Fatalf("delete: %d", r.status)
 		}
-		waitUntil(t, time.Second, "the deletion is visible", func() bool {
+		platformtest.EventuallyWithin(t, time.Second, "the deletion is visible", func() bool {
 			return p.do("GET", "/v1/products/"+prod.ID, nil).status == 404
 		})
 	})
@@ -159,7 +159,7 @@ func TestPlatform(t *testing.T) {
 			t.Fatal(err)
 		}
 		var limited response
-		waitUntil(t, 10*time.Second, "the live rate limit applies", func() bool {
+		platformtest.EventuallyWithin(t, 10*time.Second, "the live rate limit applies", func() bool {
 			limited = p.do("GET", "/v1/categories", nil)
 			return limited.status == 429
 		})
@@ -170,7 +170,7 @@ func TestPlatform(t *testing.T) {
 		if err := os.WriteFile(live, []byte("gateway:\n  rate_limit_per_ip: 0\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, 10*time.Second, "the limit is lifted", func() bool {
+		platformtest.EventuallyWithin(t, 10*time.Second, "the limit is lifted", func() bool {
 			for range 20 {
 				if p.do("GET", "/v1/categories", nil).status != 200 {
 					return false
@@ -191,7 +191,7 @@ func TestPlatform(t *testing.T) {
 		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
 		}
-		waitUntil(t, 30*time.Second, "the catalog is back", func() bool {
+		platformtest.Eventually(t, "the catalog is back", func() bool {
 			r, err := http.Get(p.url + "/v1/products?page_size=1")
 			if err != nil {
 				return false
@@ -234,7 +234,7 @@ func TestSingleProcess(t *testing.T) {
 // TestUpExplainsMissingInfrastructure checks the one clear message when
 // PostgreSQL or Redis cannot be reached.
 func TestUpExplainsMissingInfrastructure(t *testing.T) {
-	dead := freeAddr(t) // nothing listens here
+	dead := platformtest.ClosedAddr(t)
 	tests := []struct {
 		name string
 		env  string
@@ -245,7 +245,7 @@ func TestUpExplainsMissingInfrastructure(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			cmd := exec.Command(binary, "up", "--http", freeAddr(t), "--data", t.TempDir())
+			cmd := exec.Command(binary, "up", "--http", platformtest.ClosedAddr(t), "--data", t.TempDir())
 			cmd.Env = append(os.Environ(), "MERCATO_NAMESPACE=e2e_unreachable", tt.env)
 			out, err := cmd.CombinedOutput()
 			exit, ok := err.(*exec.ExitError)
@@ -259,6 +259,10 @@ func TestUpExplainsMissingInfrastructure(t *testing.T) {
 			}
 			if bytes.Contains(out, []byte("goroutine ")) || bytes.Contains(out, []byte("panic")) {
 				t.Errorf("stack trace in output:\n%s", out)
+			}
+			// One message, not a driver's retry log in front of it.
+			if n := bytes.Count(out, []byte("\n")); n > 12 {
+				t.Errorf("%d lines of output for one missing server:\n%s", n, out)
 			}
 		})
 	}

@@ -8,14 +8,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -52,35 +50,8 @@ type platform struct {
 	cmd  *exec.Cmd
 	url  string
 	data string
-	out  *syncBuffer
+	out  *platformtest.Buffer
 	done chan error
-}
-
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 // testNamespace returns a configuration in a fresh namespace whose
@@ -97,8 +68,8 @@ func testNamespace(t *testing.T) config.Config {
 // waits until the gateway serves products.
 func startPlatform(t *testing.T, cfg config.Config, args []string, env ...string) *platform {
 	t.Helper()
-	addr := freeAddr(t)
-	p := &platform{t: t, url: "http://" + addr, data: t.TempDir(), out: &syncBuffer{}, done: make(chan error, 1)}
+	addr := platformtest.ClosedAddr(t)
+	p := &platform{t: t, url: "http://" + addr, data: t.TempDir(), out: &platformtest.Buffer{}, done: make(chan error, 1)}
 	p.cmd = exec.Command(binary, append([]string{"up", "--http", addr, "--data", p.data}, args...)...)
 	p.cmd.Env = append(os.Environ(),
 		"MERCATO_NAMESPACE="+cfg.Namespace,
@@ -266,16 +237,4 @@ func (r response) isProblem(t *testing.T, status int) {
 	if p.Status != status || p.Type == "" {
 		t.Fatalf("problem body %s", r.body)
 	}
-}
-
-func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > timeout {
-			t.Fatalf("%s: not within %s", what, timeout)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	return time.Since(start)
 }
