@@ -29,8 +29,10 @@ type Config struct {
 	Broker    BrokerConfig    `koanf:"broker"`
 	RPC       RPCConfig       `koanf:"rpc"`
 	Admin     AdminConfig     `koanf:"admin"`
+	Auth      AuthConfig      `koanf:"auth"`
 	Gateway   GatewayConfig   `koanf:"gateway"`
 	Catalog   CatalogConfig   `koanf:"catalog"`
+	Identity  IdentityConfig  `koanf:"identity"`
 	// Services maps a service name to where it listens and where others reach it.
 	Services map[string]ServiceConfig `koanf:"services"`
 }
@@ -134,6 +136,73 @@ type AdminConfig struct {
 	Token string `koanf:"token"`
 }
 
+// AuthConfig tells every verifier of access tokens (the gateway and the
+// services) what to accept.
+type AuthConfig struct {
+	// Audience is the aud every access token must carry.
+	Audience string `koanf:"audience"`
+	// Leeway tolerates clock skew when checking exp, nbf and iat.
+	Leeway time.Duration `koanf:"leeway"`
+	// RevocationPoll is how often a verifier asks identity for newly revoked
+	// sessions; a revoked session's tokens stop working within about this
+	// long everywhere.
+	RevocationPoll time.Duration `koanf:"revocation_poll" live:"true"`
+	// JWKSRefresh is how often verifiers refetch identity's public keys even
+	// when no unknown key id forces it.
+	JWKSRefresh time.Duration `koanf:"jwks_refresh"`
+}
+
+// IdentityConfig configures accounts, sessions and the OpenID provider.
+type IdentityConfig struct {
+	// AccessTokenTTL is the life of an access token (short: revocation is
+	// checked, but a stolen token is still useful until it expires).
+	AccessTokenTTL time.Duration `koanf:"access_token_ttl"`
+	// IDTokenTTL is the life of an ID token.
+	IDTokenTTL time.Duration `koanf:"id_token_ttl"`
+	// SessionTTL is the absolute life of a session (and its refresh tokens).
+	SessionTTL time.Duration `koanf:"session_ttl"`
+	// SessionIdle ends a session that has not been refreshed for this long.
+	SessionIdle time.Duration `koanf:"session_idle"`
+	// KeyRotation is how often a new signing key replaces the current one;
+	// the old key stays published until every token it signed has expired.
+	KeyRotation time.Duration `koanf:"key_rotation"`
+	// Argon2 are the password hashing parameters; a stored hash made with
+	// other parameters is rehashed at the next successful login.
+	Argon2 Argon2Config `koanf:"argon2"`
+	// LoginFailuresPerHour bounds failed logins per account; LoginFailureBurst
+	// is how many may come at once.
+	LoginFailuresPerHour int `koanf:"login_failures_per_hour" live:"true"`
+	LoginFailureBurst    int `koanf:"login_failure_burst" live:"true"`
+	// LoginAttemptsPerMinute bounds login attempts per client address.
+	LoginAttemptsPerMinute int `koanf:"login_attempts_per_minute" live:"true"`
+	// Clients are OpenID clients besides the built-in public storefront.
+	Clients []ClientConfig `koanf:"clients"`
+	// AdminEmail and AdminPassword, when both set, create or update an admin
+	// account at start.
+	AdminEmail    string `koanf:"admin_email"`
+	AdminPassword string `koanf:"admin_password"`
+}
+
+// Argon2Config holds argon2id parameters.
+type Argon2Config struct {
+	// MemoryKiB is the memory cost in KiB.
+	MemoryKiB uint32 `koanf:"memory_kib"`
+	// Iterations is the time cost.
+	Iterations uint32 `koanf:"iterations"`
+	// Parallelism is the number of lanes.
+	Parallelism uint8 `koanf:"parallelism"`
+}
+
+// ClientConfig registers an OpenID client.
+type ClientConfig struct {
+	ID string `koanf:"id"`
+	// Secret makes a confidential client; empty means a public client, which
+	// must use PKCE.
+	Secret                 string   `koanf:"secret"`
+	RedirectURIs           []string `koanf:"redirect_uris"`
+	PostLogoutRedirectURIs []string `koanf:"post_logout_redirect_uris"`
+}
+
 // GatewayConfig configures the edge.
 type GatewayConfig struct {
 	// RateLimitPerIP is the sustained requests per second one client address
@@ -225,6 +294,25 @@ func Defaults() Config {
 			CORSOrigins:     []string{"*"},
 			UpstreamTimeout: 10 * time.Second,
 		},
+		Auth: AuthConfig{
+			Audience:       "mercato",
+			Leeway:         30 * time.Second,
+			RevocationPoll: 500 * time.Millisecond,
+			JWKSRefresh:    time.Hour,
+		},
+		Identity: IdentityConfig{
+			AccessTokenTTL: 15 * time.Minute,
+			IDTokenTTL:     time.Hour,
+			SessionTTL:     30 * 24 * time.Hour,
+			SessionIdle:    7 * 24 * time.Hour,
+			KeyRotation:    24 * time.Hour,
+			// OWASP's first recommended argon2id setting: 19 MiB, 2 passes,
+			// 1 lane.
+			Argon2:                 Argon2Config{MemoryKiB: 19 * 1024, Iterations: 2, Parallelism: 1},
+			LoginFailuresPerHour:   100,
+			LoginFailureBurst:      10,
+			LoginAttemptsPerMinute: 60,
+		},
 		Catalog: CatalogConfig{
 			CacheTTL:       10 * time.Minute,
 			LocalCacheSize: 200_000,
@@ -264,6 +352,18 @@ func (c *Config) Validate() error {
 	}
 	if c.Broker.MaxAttempts < 1 {
 		errs = append(errs, "broker.max_attempts must be at least 1")
+	}
+	if a := c.Identity.Argon2; a.MemoryKiB < 8*1024 || a.Iterations < 1 || a.Parallelism < 1 {
+		errs = append(errs, "identity.argon2 needs memory_kib >= 8192, iterations >= 1 and parallelism >= 1")
+	}
+	if c.Identity.AccessTokenTTL < time.Minute || c.Identity.AccessTokenTTL > 24*time.Hour {
+		errs = append(errs, "identity.access_token_ttl must be between 1m and 24h")
+	}
+	if c.Identity.KeyRotation <= c.Identity.AccessTokenTTL {
+		errs = append(errs, "identity.key_rotation must be longer than identity.access_token_ttl")
+	}
+	if (c.Identity.AdminEmail == "") != (c.Identity.AdminPassword == "") {
+		errs = append(errs, "identity.admin_email and identity.admin_password (MERCATO_ADMIN_EMAIL, MERCATO_ADMIN_PASSWORD) must be set together")
 	}
 	if c.RPC.BreakerFailureRatio <= 0 || c.RPC.BreakerFailureRatio > 1 {
 		errs = append(errs, "rpc.breaker_failure_ratio must be in (0, 1]")
