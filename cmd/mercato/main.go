@@ -126,6 +126,10 @@ func loadConfig(overrides map[string]any, stderr io.Writer) (*config.Store, erro
 	if err != nil {
 		return nil, err
 	}
-	redisx.RouteClientLogs(newLogger(stderr, store, ""))
+	log := newLogger(stderr, store, "")
+	redisx.RouteClientLogs(log)
+	// Libraries that log through slog's default (zitadel/oidc) join the
+	// process's JSON logs.
+	slog.SetDefault(log)
 	return store, nil
 }

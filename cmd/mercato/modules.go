@@ -8,6 +8,7 @@ import (
 	"github.com/mercato/mercato/platform/service"
 	"github.com/mercato/mercato/services/catalog"
 	"github.com/mercato/mercato/services/gateway"
+	"github.com/mercato/mercato/services/identity"
 )
 
 // module is one service the binary can run: its setup, its database schema
@@ -24,6 +25,7 @@ type module struct {
 // each other.
 func modules() []module {
 	backends := []module{
+		{name: identity.Name, setup: identity.Run, migrations: identity.Migrations(), openapi: identity.OpenAPI},
 		{name: catalog.Name, setup: catalog.Run, migrations: catalog.Migrations(), openapi: catalog.OpenAPI},
 	}
 	var upstreams []gateway.Upstream

@@ -3,7 +3,7 @@ package main
 import (
 	"context"
 	"crypto/rand"
-	"encoding/hex"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -86,12 +86,13 @@ func cmdUp(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if !store.Explicit("public_url") {
 		set("public_url", config.EnvPrefix+"PUBLIC_URL", "http://"+*httpAddr)
 	}
-	if !store.Explicit("admin.token") {
-		token, err := adminToken(data)
+	if !store.Explicit("identity.admin_email") && !store.Explicit("identity.admin_password") {
+		password, err := adminPassword(data)
 		if err != nil {
 			return err
 		}
-		set("admin.token", config.EnvPrefix+"ADMIN_TOKEN", token)
+		set("identity.admin_email", config.EnvPrefix+"ADMIN_EMAIL", devAdminEmail)
+		set("identity.admin_password", config.EnvPrefix+"ADMIN_PASSWORD", password)
 	}
 	if !store.Explicit("broker.url") && !store.Explicit("broker.nats_url") {
 		url, shutdown, err := natsbroker.StartEmbedded(filepath.Join(data, "nats"), log)
@@ -220,20 +221,25 @@ func freeLoopbackAddr() (string, error) {
 	return ln.Addr().String(), nil
 }
 
-// adminToken returns the local platform's admin token, made on first start
-// and kept in the data directory (readable by its owner only).
-func adminToken(dir string) (string, error) {
-	path := filepath.Join(dir, "admin-token")
-	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) >= 32 {
+// devAdminEmail is the admin account a local platform gets when no admin
+// is configured.
+const devAdminEmail = "admin@mercato.localhost"
+
+// adminPassword returns the local platform's admin password, made on first
+// start and kept in the data directory (readable by its owner only), so the
+// admin account identity bootstraps keeps working across restarts.
+func adminPassword(dir string) (string, error) {
+	path := filepath.Join(dir, "admin-password")
+	if b, err := os.ReadFile(path); err == nil && len(strings.TrimSpace(string(b))) >= 20 {
 		return strings.TrimSpace(string(b)), nil
 	}
-	buf := make([]byte, 24)
+	buf := make([]byte, 18)
 	_, _ = rand.Read(buf)
-	token := "adm_" + hex.EncodeToString(buf)
-	if err := os.WriteFile(path, []byte(token+"\n"), 0o600); err != nil {
-		return "", fmt.Errorf("write admin token: %w", err)
+	password := base64.RawURLEncoding.EncodeToString(buf)
+	if err := os.WriteFile(path, []byte(password+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write admin password: %w", err)
 	}
-	return token, nil
+	return password, nil
 }
 
 func httpReady(url string) func(context.Context) error {
@@ -323,7 +329,8 @@ func printBanner(w io.Writer, cfg *config.Config, mods []module, single bool, to
 	fmt.Fprintf(w, "\nMercato is up (%s, ready in %s, namespace %q)\n\n", mode, took.Round(10*time.Millisecond), cfg.Namespace)
 	fmt.Fprintf(w, "  Storefront API   %s/v1/products\n", pub)
 	fmt.Fprintf(w, "  OpenAPI          %s/openapi.json\n", pub)
-	fmt.Fprintf(w, "  Admin token      %s   (Authorization: Bearer …)\n", cfg.Admin.Token)
+	fmt.Fprintf(w, "  Admin login      %s   (password: MERCATO_ADMIN_PASSWORD, or the file admin-password in the data directory)\n", cfg.Identity.AdminEmail)
+	fmt.Fprintf(w, "  OpenID issuer    %s/.well-known/openid-configuration\n", pub)
 	fmt.Fprintf(w, "  Event broker     %s\n", cfg.BrokerURL())
 	if live := os.Getenv(config.EnvPrefix + "LIVE_CONFIG"); live != "" {
 		fmt.Fprintf(w, "  Live config      %s\n", live)

@@ -28,7 +28,6 @@ type Config struct {
 	Redis     RedisConfig     `koanf:"redis"`
 	Broker    BrokerConfig    `koanf:"broker"`
 	RPC       RPCConfig       `koanf:"rpc"`
-	Admin     AdminConfig     `koanf:"admin"`
 	Auth      AuthConfig      `koanf:"auth"`
 	Gateway   GatewayConfig   `koanf:"gateway"`
 	Catalog   CatalogConfig   `koanf:"catalog"`
@@ -127,13 +126,6 @@ type RPCConfig struct {
 	BreakerDelay time.Duration `koanf:"breaker_delay" live:"true"`
 	// MaxConcurrent bounds the in-flight calls to one dependency (bulkhead).
 	MaxConcurrent int `koanf:"max_concurrent" live:"true"`
-}
-
-// AdminConfig holds the placeholder admin credential that stands in until the
-// identity service issues tokens with the admin scope.
-type AdminConfig struct {
-	// Token is the bearer token that admin endpoints accept.
-	Token string `koanf:"token"`
 }
 
 // AuthConfig tells every verifier of access tokens (the gateway and the

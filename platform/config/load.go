@@ -29,7 +29,6 @@ var envAliases = map[string]string{
 	"REDIS_URL":         "redis.url",
 	"BROKER_URL":        "broker.url",
 	"NATS_URL":          "broker.nats_url",
-	"ADMIN_TOKEN":       "admin.token",
 	"ADMIN_EMAIL":       "identity.admin_email",
 	"ADMIN_PASSWORD":    "identity.admin_password",
 	"RATE_LIMIT_PER_IP": "gateway.rate_limit_per_ip",

@@ -173,6 +173,91 @@ paths:
 	})
 }
 
+func TestOperationSecurity(t *testing.T) {
+	f := parse(t, `
+security: [{bearer: []}]
+paths:
+  /v1/me:
+    get: {responses: {"200": {description: ok}}}
+    patch:
+      security: [{bearer: [profile, "profile:write"]}]
+      responses: {"200": {description: ok}}
+  /v1/products:
+    get:
+      security: []
+      responses: {"200": {description: ok}}
+  /v1/wishlist:
+    get:
+      security: [{}, {bearer: []}]
+      responses: {"200": {description: ok}}
+  /v1/orders:
+    get:
+      security: [{bearer: ["orders:read"]}, {bearer: [admin], clientBasic: []}]
+      responses: {"200": {description: ok}}
+components:
+  securitySchemes:
+    clientBasic: {type: http, scheme: basic}
+    bearer: {type: http, scheme: bearer}
+`)
+	type want struct {
+		security  string
+		anonymous bool
+	}
+	wants := map[string]want{
+		"GET /v1/me":       {"[map[bearer:[]]]", false}, // the fragment's
+		"PATCH /v1/me":     {"[map[bearer:[profile profile:write]]]", false},
+		"GET /v1/products": {"[]", true}, // an empty list overrides the fragment's
+		"GET /v1/wishlist": {"[map[] map[bearer:[]]]", true},
+		"GET /v1/orders":   {"[map[bearer:[orders:read]] map[bearer:[admin] clientBasic:[]]]", false},
+	}
+	ops := f.Operations()
+	if len(ops) != len(wants) {
+		t.Fatalf("%d operations, want %d", len(ops), len(wants))
+	}
+	for _, op := range ops {
+		w, ok := wants[op.Pattern()]
+		if !ok {
+			t.Fatalf("unexpected operation %s", op.Pattern())
+		}
+		if got := fmt.Sprint(op.Security); got != w.security {
+			t.Errorf("%s security %s, want %s", op.Pattern(), got, w.security)
+		}
+		if op.Anonymous() != w.anonymous {
+			t.Errorf("%s Anonymous() = %v, want %v", op.Pattern(), op.Anonymous(), w.anonymous)
+		}
+	}
+	if got := f.SecuritySchemes(); !slices.Equal(got, []string{"bearer", "clientBasic"}) {
+		t.Errorf("SecuritySchemes() = %q", got)
+	}
+
+	t.Run("no security anywhere admits anyone", func(t *testing.T) {
+		op := parse(t, "paths:\n  /v1/x:\n    get: {}\n").Operations()[0]
+		if op.Security != nil || !op.Anonymous() {
+			t.Errorf("security %v, anonymous %v", op.Security, op.Anonymous())
+		}
+	})
+	t.Run("callers get copies", func(t *testing.T) {
+		f.Operations()[4].Security[0]["bearer"][0] = "changed" // PATCH /v1/me
+		if got := f.Operations()[4].Security[0]["bearer"][0]; got != "profile" {
+			t.Errorf("the fragment changed through a returned operation: %q", got)
+		}
+	})
+	t.Run("security it cannot read is an error", func(t *testing.T) {
+		for _, raw := range []string{
+			"security: {bearer: []}\npaths: {}\n",
+			"paths:\n  /v1/x:\n    get: {security: {bearer: []}}\n",
+			"paths:\n  /v1/x:\n    get: {security: [bearer]}\n",
+			"paths:\n  /v1/x:\n    get: {security: [{bearer: admin}]}\n",
+			"paths:\n  /v1/x:\n    get: {security: [{bearer: [[admin]]}]}\n",
+			"paths:\n  /v1/x:\n    get: {security: [{bearer: [\"\"]}]}\n",
+		} {
+			if _, err := openapi.ParseFragment([]byte(raw)); err == nil || !strings.Contains(err.Error(), "security") {
+				t.Errorf("ParseFragment(%q) = %v, want a security error", raw, err)
+			}
+		}
+	})
+}
+
 func TestAssemble(t *testing.T) {
 	const publicURL = "https://shop.example.com"
 	base := parse(t, string(openapi.Common))
@@ -486,4 +571,29 @@ func unresolved(doc map[string]any) []string {
 	}
 	slices.Sort(bad)
 	return slices.Compact(bad)
+}
+
+func TestPublicMeansAnExplicitlyEmptySecurity(t *testing.T) {
+	f, err := openapi.ParseFragment([]byte(`
+security: [{bearer: []}]
+paths:
+  /login:
+    post: {security: []}
+  /me:
+    get: {}
+  /open:
+    get: {security: [{}]}
+components:
+  securitySchemes:
+    bearer: {type: http, scheme: bearer}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]bool{"POST /login": true, "GET /me": false, "GET /open": false}
+	for _, op := range f.Operations() {
+		if got := op.Public(); got != want[op.Pattern()] {
+			t.Errorf("%s: Public() = %v, want %v", op.Pattern(), got, want[op.Pattern()])
+		}
+	}
 }

@@ -19,14 +19,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/mercato/mercato/platform/auth"
 	"github.com/mercato/mercato/platform/config"
 	"github.com/mercato/mercato/platform/events"
 	"github.com/mercato/mercato/platform/events/broker"
 	"github.com/mercato/mercato/platform/lifecycle"
 	"github.com/mercato/mercato/platform/pg"
 	"github.com/mercato/mercato/platform/redisx"
+	"github.com/mercato/mercato/platform/rpc"
 	"github.com/mercato/mercato/platform/server"
 	"github.com/mercato/mercato/platform/telemetry"
+	"github.com/mercato/mercato/proto/gen/mercato/identity/v1/identityv1connect"
 )
 
 // Setup wires a service into env: it opens what it needs, registers routes on
@@ -49,6 +52,7 @@ type Env struct {
 	rdb         *redis.Client
 	rdbCritical bool
 	broker      events.Broker
+	verifier    *auth.Verifier
 }
 
 // Options adjust how Run assembles a service.
@@ -208,6 +212,36 @@ func (e *Env) Broker(ctx context.Context) (events.Broker, error) {
 	e.broker = b
 	e.group.Defer("broker", func(context.Context) error { return b.Close() })
 	return b, nil
+}
+
+// Auth returns the service's access-token verifier, made on first use and
+// shared by every caller: it reaches identity (services.identity.url) for
+// its JWKS and, through an rpc client with the usual deadline, retries and
+// breaker, for revoked sessions; it runs until the service stops. Readiness
+// waits for its first load from identity, for at most a few seconds (see
+// auth.Verifier.Check), and never depends on identity afterwards.
+func (e *Env) Auth(ctx context.Context) (*auth.Verifier, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.verifier != nil {
+		return e.verifier, nil
+	}
+	url := e.Config.Get().Service("identity").URL
+	client, err := rpc.NewClient("identity", url, e.Config, e.Tracing.Provider, e.Registry, e.Log)
+	if err != nil {
+		return nil, fmt.Errorf("auth: %w", err)
+	}
+	sessions := identityv1connect.NewSessionServiceClient(client.HTTPClient(), client.BaseURL(), client.Options()...)
+	v, err := auth.NewVerifier(e.Config, client.HTTPClient(), sessions, e.Log, e.Registry)
+	if err != nil {
+		client.Close()
+		return nil, err
+	}
+	e.verifier = v
+	e.Server.AddCheck("auth", v.Check)
+	e.group.Go("auth-verifier", v.Run)
+	e.group.Defer("identity-client", func(context.Context) error { client.Close(); return nil })
+	return v, nil
 }
 
 // Outbox starts the relay that forwards the service's outbox to the broker.

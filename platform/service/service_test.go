@@ -17,6 +17,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/mercato/mercato/platform/auth"
+	"github.com/mercato/mercato/platform/auth/authtest"
 	"github.com/mercato/mercato/platform/config"
 	"github.com/mercato/mercato/platform/events"
 	"github.com/mercato/mercato/platform/events/broker"
@@ -248,6 +250,62 @@ func TestEnvRedis(t *testing.T) {
 	status, rd = r.readyz(t)
 	if status != http.StatusServiceUnavailable || rd.Detail != "not ready: [redis]" || rd.Checks["redis"] == "ok" {
 		t.Errorf("/readyz with the client closed = %d %+v, want 503 naming redis", status, rd)
+	}
+	if err := r.stop(t); err != nil {
+		t.Errorf("Run = %v, want nil", err)
+	}
+}
+
+// TestEnvAuth checks that a service gets one verifier that loads identity's
+// keys and revocations, verifies identity's tokens, and makes readiness wait
+// for its first load.
+func TestEnvAuth(t *testing.T) {
+	t.Parallel()
+	issuer := authtest.New(t)
+	issuer.SetDown(true)
+	cfg := platformtest.Config(t)
+	issuer.Config(&cfg)
+	var v *auth.Verifier
+	r := start(t, "orders", config.Static(cfg), func(ctx context.Context, env *service.Env) error {
+		var err error
+		if v, err = env.Auth(ctx); err != nil {
+			return err
+		}
+		again, err := env.Auth(ctx)
+		if err != nil || again != v {
+			t.Errorf("second Auth = %p, %v; want the same verifier %p", again, err, v)
+		}
+		env.Server.Mux().Handle("GET /v1/orders", auth.Authenticate(v)(auth.Require()(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			id, _ := auth.FromContext(r.Context())
+			_, _ = w.Write([]byte(id.Subject))
+		}))))
+		return nil
+	})
+	if status, rd := r.readyz(t); status != http.StatusServiceUnavailable || rd.Checks["auth"] == "ok" {
+		t.Errorf("/readyz while identity is down = %d %+v, want 503 with auth failing", status, rd)
+	}
+
+	issuer.SetDown(false)
+	platformtest.Eventually(t, "the service becomes ready", func() bool {
+		status, _ := r.readyz(t)
+		return status == http.StatusOK
+	})
+	req, err := http.NewRequest(http.MethodGet, r.url+"/v1/orders", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+issuer.Token(t, "cus_7"))
+	resp, err := r.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "cus_7" {
+		t.Fatalf("GET /v1/orders with a token = %d %q, want 200 cus_7", resp.StatusCode, body)
+	}
+	if status, _ := r.get(t, "/v1/orders"); status != http.StatusUnauthorized {
+		t.Fatalf("GET /v1/orders without a token = %d, want 401", status)
 	}
 	if err := r.stop(t); err != nil {
 		t.Errorf("Run = %v, want nil", err)

@@ -14,39 +14,50 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mercato/mercato/platform/auth/authtest"
 	"github.com/mercato/mercato/platform/config"
 	"github.com/mercato/mercato/platform/openapi"
 	"github.com/mercato/mercato/platform/platformtest"
 	"github.com/mercato/mercato/platform/service"
 )
 
-const adminToken = "test-admin-token-0123456789"
-
 // instance is one running catalog service.
 type instance struct {
 	url string
+	// admin is an admin access token, sent with every /v1/admin/ request
+	// that does not bring its own Authorization.
+	admin string
 }
 
-// namespace is a test platform: a configuration in a fresh namespace whose
-// databases, keys and streams are removed after the test.
-func namespace(t *testing.T) config.Config {
+// platform is a test platform: a configuration in a fresh namespace whose
+// databases, keys and streams are removed after the test, and a stand-in
+// identity whose tokens the catalog verifies.
+type platform struct {
+	cfg    config.Config
+	issuer *authtest.Issuer
+}
+
+// namespace makes a test platform.
+func namespace(t *testing.T) platform {
 	t.Helper()
 	return namespaceFor(t, platformtest.Config(t))
 }
 
 // namespaceFor prepares cfg's namespace as namespace does.
-func namespaceFor(t *testing.T, cfg config.Config) config.Config {
+func namespaceFor(t *testing.T, cfg config.Config) platform {
 	t.Helper()
-	cfg.Admin.Token = adminToken
+	issuer := authtest.New(t)
+	issuer.Config(&cfg)
 	platformtest.DropDatabasesAfter(t, cfg)
 	platformtest.Redis(t, cfg)
 	platformtest.CleanBroker(t, cfg)
-	return cfg
+	return platform{cfg: cfg, issuer: issuer}
 }
 
-// start runs a catalog instance in cfg's namespace until the test ends.
-func start(t *testing.T, cfg config.Config) *instance {
+// start runs a catalog instance in p's namespace until the test ends.
+func start(t *testing.T, p platform) *instance {
 	t.Helper()
+	cfg := p.cfg
 	ctx, cancel := context.WithCancel(context.Background())
 	addr := make(chan string, 1)
 	done := make(chan error, 1)
@@ -63,7 +74,7 @@ func start(t *testing.T, cfg config.Config) *instance {
 	var in *instance
 	select {
 	case a := <-addr:
-		in = &instance{url: "http://" + a}
+		in = &instance{url: "http://" + a, admin: p.issuer.AdminToken(t)}
 	case err := <-done:
 		t.Fatalf("catalog did not start: %v", err)
 	case <-time.After(60 * time.Second):
@@ -134,9 +145,13 @@ func (in *instance) do(t *testing.T, method, path string, body any, headers ...s
 		req.Header.Set("Content-Type", "application/json")
 	}
 	if strings.HasPrefix(path, "/v1/admin/") {
-		req.Header.Set("Authorization", "Bearer "+adminToken)
+		req.Header.Set("Authorization", "Bearer "+in.admin)
 	}
 	for i := 0; i+1 < len(headers); i += 2 {
+		if headers[i+1] == "" {
+			req.Header.Del(headers[i]) // an empty value sends none
+			continue
+		}
 		req.Header.Set(headers[i], headers[i+1])
 	}
 	resp, err := http.DefaultClient.Do(req)
@@ -305,17 +320,71 @@ func TestBadInputIsRefusedAndNothingHalfApplied(t *testing.T) {
 	}
 }
 
-func TestAdminNeedsToken(t *testing.T) {
+// TestAdminNeedsAnAdminToken checks that the catalog verifies tokens itself
+// rather than trusting the gateway: every admin route refuses a request
+// without a token (401), with a bad one (401) and with a customer's (403),
+// and creates nothing.
+func TestAdminNeedsAnAdminToken(t *testing.T) {
 	t.Parallel()
-	in := start(t, namespace(t))
-	req, _ := http.NewRequest("POST", in.url+"/v1/admin/products", strings.NewReader(`{}`))
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
+	p := namespace(t)
+	in := start(t, p)
+	expired := p.issuer.Claims("cus_admin", "admin")
+	expired.IssuedAt, expired.ExpiresAt = time.Now().Add(-2*time.Hour), time.Now().Add(-time.Hour)
+	revoked := p.issuer.Claims("cus_admin", "admin")
+	revokedToken := p.issuer.Mint(t, revoked)
+	p.issuer.Revoke(revoked.SessionID)
+	platformtest.Eventually(t, "the catalog learns of the revocation", func() bool {
+		return in.do(t, "GET", "/v1/admin/products/prod_01jbx6m1t3k9e2f5ag7h8j9k0m", nil, "Authorization", "Bearer "+revokedToken).status == http.StatusUnauthorized
+	})
+	routes := []struct{ method, path string }{
+		{"POST", "/v1/admin/products"},
+		{"GET", "/v1/admin/products/prod_01jbx6m1t3k9e2f5ag7h8j9k0m"},
+		{"PATCH", "/v1/admin/products/prod_01jbx6m1t3k9e2f5ag7h8j9k0m"},
+		{"DELETE", "/v1/admin/products/prod_01jbx6m1t3k9e2f5ag7h8j9k0m"},
+		{"POST", "/v1/admin/categories"},
+		{"PATCH", "/v1/admin/categories/cat_01jbx6m1t3k9e2f5ag7h8j9k0m"},
+		{"DELETE", "/v1/admin/categories/cat_01jbx6m1t3k9e2f5ag7h8j9k0m"},
 	}
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusUnauthorized {
-		t.Fatalf("status %d", resp.StatusCode)
+	creds := []struct {
+		name, auth string
+		status     int
+	}{
+		{"no token", "", http.StatusUnauthorized},
+		{"not a token", "Bearer test-admin-token-0123456789", http.StatusUnauthorized},
+		{"not a bearer", "Basic YWRtaW46YWRtaW4=", http.StatusUnauthorized},
+		{"expired admin token", "Bearer " + p.issuer.Mint(t, expired), http.StatusUnauthorized},
+		{"revoked admin token", "Bearer " + revokedToken, http.StatusUnauthorized},
+		{"forged admin token", "Bearer " + p.issuer.Mint(t, p.issuer.Claims("cus_x", "admin"), authtest.SignedBy(p.issuer.NewKey(t)), authtest.KeyID(p.issuer.SigningKey().ID)), http.StatusUnauthorized},
+		{"customer token", "Bearer " + p.issuer.Token(t, "cus_customer", "openid"), http.StatusForbidden},
+	}
+	for _, c := range creds {
+		for _, r := range routes {
+			t.Run(c.name+" "+r.method+" "+r.path, func(t *testing.T) {
+				// do sends the admin token unless the request brings its own
+				// Authorization; "no token" sends an empty one.
+				resp := in.do(t, r.method, r.path, map[string]string{"slug": "x", "name": "X", "title": "X"}, "Authorization", c.auth)
+				if resp.status != c.status {
+					t.Fatalf("status %d, want %d; body %s", resp.status, c.status, resp.body)
+				}
+				if ct := resp.header.Get("Content-Type"); ct != "application/problem+json" {
+					t.Fatalf("content type %q", ct)
+				}
+				if !strings.HasPrefix(resp.header.Get("WWW-Authenticate"), "Bearer ") {
+					t.Fatalf("WWW-Authenticate %q", resp.header.Get("WWW-Authenticate"))
+				}
+			})
+		}
+	}
+	var page struct{ Items []Product }
+	in.do(t, "GET", "/v1/products", nil).json(t, &page)
+	var cats struct{ Items []Category }
+	in.do(t, "GET", "/v1/categories", nil).json(t, &cats)
+	if len(page.Items) != 0 || len(cats.Items) != 0 {
+		t.Fatalf("refused requests created %d products and %d categories", len(page.Items), len(cats.Items))
+	}
+	// The admin token works, so the refusals above were about the token.
+	if r := in.do(t, "POST", "/v1/admin/categories", map[string]string{"slug": "x", "name": "X"}); r.status != http.StatusCreated {
+		t.Fatalf("admin token: %d %s", r.status, r.body)
 	}
 }
 
@@ -417,14 +486,13 @@ func TestChangesReachEveryInstanceWithinASecond(t *testing.T) {
 			if broker == "rabbitmq" {
 				cfg.Broker.URL = platformtest.AMQPURL()
 			}
-			cfg = namespaceFor(t, cfg)
-			changesReachEveryInstance(t, cfg)
+			changesReachEveryInstance(t, namespaceFor(t, cfg))
 		})
 	}
 }
 
-func changesReachEveryInstance(t *testing.T, cfg config.Config) {
-	a, b := start(t, cfg), start(t, cfg)
+func changesReachEveryInstance(t *testing.T, plat platform) {
+	a, b := start(t, plat), start(t, plat)
 	p := a.mustProduct(t, productBody("Linen Throw", "THROW-1"))
 	// Warm b's caches: detail in memory and Redis, list and search pages.
 	b.do(t, "GET", "/v1/products/"+p.ID, nil)

@@ -75,7 +75,15 @@ func Run(ctx context.Context, env *service.Env) error {
 		maxAge: func() time.Duration { return env.Config.Get().Catalog.MaxAge }}
 	mux := env.Server.Mux()
 	a.public(mux)
-	requireAdmin := auth.RequireAdmin(env.Config)
+	// Admin routes verify the token again rather than trust the gateway:
+	// the catalog is reachable without it inside the cluster.
+	verifier, err := env.Auth(ctx)
+	if err != nil {
+		return err
+	}
+	requireAdmin := auth.RequireAdmin(verifier)
+	// Idempotency records are kept per verified subject, so Authenticate
+	// runs before them.
 	idempotent, err := idempotency.New(rdb, env.Keys(), env.Registry, env.Log).Middleware(idempotency.Options{Scope: auth.CallerScope})
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mercato/mercato/platform/auth/authtest"
 	"github.com/mercato/mercato/platform/config"
 	"github.com/mercato/mercato/platform/platformtest"
 	"github.com/mercato/mercato/platform/service"
@@ -20,8 +21,6 @@ import (
 // The gateway's neighbours in these tests are real HTTP servers on loopback
 // that stand in for services: each serves a small OpenAPI fragment, records
 // what reaches it and answers like a service would.
-
-const adminToken = "test-admin-token-0123456789"
 
 // catalogFragment and cartFragment are the parts of the public API the two
 // fake upstreams own; both reference the shared components.
@@ -180,7 +179,6 @@ func (u *upstream) asUpstream() Upstream { return Upstream{Name: u.name, OpenAPI
 func testConfig(t *testing.T) config.Config {
 	t.Helper()
 	cfg := platformtest.Config(t)
-	cfg.Admin.Token = adminToken
 	cfg.Services = map[string]config.ServiceConfig{}
 	platformtest.Redis(t, cfg)
 	return cfg
@@ -191,12 +189,21 @@ type gw struct {
 	url   string
 	addr  string
 	store *config.Store
+	// issuer stands in for identity, unless the test brought its own.
+	issuer *authtest.Issuer
 }
 
 // startGateway runs the gateway in front of ups until the test ends; each
-// upstream is reached at its httptest address.
+// upstream is reached at its httptest address. Unless cfg already names an
+// identity service, an authtest issuer stands in for it, and the gateway is
+// started once it has loaded the issuer's keys.
 func startGateway(t *testing.T, cfg config.Config, ups ...*upstream) *gw {
 	t.Helper()
+	var issuer *authtest.Issuer
+	if cfg.Services["identity"].URL == "" {
+		issuer = authtest.New(t)
+		issuer.Config(&cfg)
+	}
 	var list []Upstream
 	for _, u := range ups {
 		cfg.Services[u.name] = config.ServiceConfig{URL: u.srv.URL}
@@ -218,13 +225,33 @@ func startGateway(t *testing.T, cfg config.Config, ups ...*upstream) *gw {
 	})
 	select {
 	case a := <-addr:
-		return &gw{url: "http://" + a, addr: a, store: store}
+		g := &gw{url: "http://" + a, addr: a, store: store, issuer: issuer}
+		if issuer != nil {
+			g.waitAuthReady(t)
+		}
+		return g
 	case err := <-done:
 		t.Fatalf("gateway did not start: %v", err)
 	case <-time.After(30 * time.Second):
 		t.Fatal("gateway did not start in time")
 	}
 	return nil
+}
+
+// waitAuthReady waits until the gateway's token verifier has loaded, which
+// its readiness check reports.
+func (g *gw) waitAuthReady(t *testing.T) {
+	t.Helper()
+	platformtest.Eventually(t, "the gateway's verifier loads identity's keys", func() bool {
+		resp, err := http.Get(g.url + "/readyz")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		var body problemBody
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		return body.Checks["auth"] == "ok"
+	})
 }
 
 // setupError runs the gateway's setup alone and returns its error; the gateway

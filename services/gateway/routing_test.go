@@ -53,6 +53,7 @@ func TestRoutesEachDocumentedOperationToItsOwner(t *testing.T) {
 		t.Fatalf("the table calls %v, the fragments document %v", got, want)
 	}
 
+	admin := g.issuer.AdminToken(t)
 	for _, c := range calls {
 		t.Run(c.method+" "+c.path, func(t *testing.T) {
 			before, otherBefore := len(c.owner.seen()), len(c.other.seen())
@@ -61,7 +62,7 @@ func TestRoutesEachDocumentedOperationToItsOwner(t *testing.T) {
 				path += "?" + c.query
 			}
 			resp := g.do(t, request{method: c.method, path: path, body: c.body,
-				header: []string{"Authorization", "Bearer " + adminToken, "Content-Type", "application/json"}})
+				header: []string{"Authorization", "Bearer " + admin, "Content-Type", "application/json"}})
 			resp.wantStatus(t, http.StatusOK)
 			var body map[string]string
 			if err := json.Unmarshal(resp.body, &body); err != nil || body["upstream"] != c.owner.name {

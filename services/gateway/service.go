@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"strings"
 	"sync"
 	"time"
 
@@ -53,7 +52,10 @@ func run(ctx context.Context, env *service.Env, upstreams []Upstream) error {
 	limiter := newRateLimiter(env.Config, rdb, env.Keys(), ip, env.Log, env.Registry)
 	transport := upstreamTransport()
 	buffers := &bufferPool{}
-	requireAdmin := auth.RequireAdmin(env.Config)
+	verifier, err := env.Auth(ctx)
+	if err != nil {
+		return err
+	}
 
 	// Assemble the document before registering any route: it names the
 	// services when two describe one path, where ServeMux would only panic.
@@ -69,7 +71,11 @@ func run(ctx context.Context, env *service.Env, upstreams []Upstream) error {
 	if err != nil {
 		return err
 	}
-	doc, err := openapi.Assemble(publicURL(cfg), base, fragments)
+	schemes := base.SecuritySchemes()
+	for _, f := range fragments {
+		schemes = append(schemes, f.SecuritySchemes()...)
+	}
+	doc, err := openapi.Assemble(auth.Issuer(cfg), base, fragments)
 	if err != nil {
 		return err
 	}
@@ -84,11 +90,17 @@ func run(ctx context.Context, env *service.Env, upstreams []Upstream) error {
 		}
 		proxy := newProxy(u.Name, target, transport, buffers, ip, env.Config, env.Log)
 		for _, op := range fragments[u.Name].Operations() {
-			var h http.Handler = proxy
-			if strings.HasPrefix(op.Path, "/v1/admin/") {
-				h = requireAdmin(h)
+			p, err := policyFor(op, schemes)
+			if err != nil {
+				return fmt.Errorf("%s: %w", u.Name, err)
 			}
-			if err := handle(mux, op.Pattern(), limiter.wrap(h)); err != nil {
+			if p.forcedAdmin {
+				env.Log.Warn("admin operation does not require the admin scope in its OpenAPI security; requiring it anyway",
+					"upstream", u.Name, "operation", op.Pattern())
+			}
+			// The rate limit comes first: a flood of made-up tokens must
+			// not cost a signature check each.
+			if err := handle(mux, op.Pattern(), limiter.wrap(p.wrap(verifier, proxy))); err != nil {
 				return fmt.Errorf("%s: %w", u.Name, err)
 			}
 		}
@@ -110,18 +122,6 @@ func handle(mux *http.ServeMux, pattern string, h http.Handler) (err error) {
 	}()
 	mux.Handle(pattern, h)
 	return nil
-}
-
-// publicURL is where clients reach the gateway.
-func publicURL(cfg *config.Config) string {
-	if cfg.PublicURL != "" {
-		return strings.TrimSuffix(cfg.PublicURL, "/")
-	}
-	addr := cfg.Service(Name).Listen
-	if strings.HasPrefix(addr, ":") {
-		addr = "127.0.0.1" + addr
-	}
-	return "http://" + addr
 }
 
 // upstreamTransport keeps many idle connections to each service: the gateway
@@ -154,7 +154,8 @@ func (b *bufferPool) Get() []byte {
 func (b *bufferPool) Put(buf []byte) { b.pool.Put(&buf) }
 
 // newProxy forwards requests to target unchanged but for the forwarding
-// headers, the request id and the trace context.
+// headers, the request id, the trace context and the identity-like headers
+// it drops.
 func newProxy(name string, target *url.URL, transport http.RoundTripper, buffers httputil.BufferPool, ip *clientIP, store *config.Store, log *slog.Logger) http.Handler {
 	rp := &httputil.ReverseProxy{
 		Transport:  transport,
@@ -168,6 +169,9 @@ func newProxy(name string, target *url.URL, transport http.RoundTripper, buffers
 			// the client the gateway found, not the balancer. The client's
 			// own hops were dropped before Rewrite and are not believed.
 			pr.Out.Header.Set("X-Forwarded-For", ip.of(pr.In))
+			// Identity reaches services only as the Authorization header,
+			// which the gateway verified and each service verifies again.
+			stripIdentityHeaders(pr.Out.Header)
 			ctx := pr.Out.Context()
 			pr.Out.Header.Set(telemetry.RequestIDHeader, telemetry.RequestID(ctx))
 			telemetry.Propagator.Inject(ctx, propagation.HeaderCarrier(pr.Out.Header))

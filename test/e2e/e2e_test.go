@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -19,7 +20,7 @@ import (
 func TestPlatform(t *testing.T) {
 	cfg := testNamespace(t)
 	p := startPlatform(t, cfg, nil)
-	admin := []string{"Authorization", "Bearer " + adminToken}
+	admin := bearer(p.login(adminEmail, adminPassword).AccessToken)
 
 	t.Run("demo catalog and categories", func(t *testing.T) {
 		var page struct {
@@ -135,13 +136,16 @@ func TestPlatform(t *testing.T) {
 		if doc.OpenAPI != "3.1.0" {
 			t.Fatalf("openapi %q", doc.OpenAPI)
 		}
-		for _, path := range []string{"/v1/products", "/v1/products/{id}", "/v1/categories", "/v1/admin/products", "/v1/admin/products/{id}"} {
+		for _, path := range []string{"/v1/products", "/v1/products/{id}", "/v1/categories", "/v1/admin/products", "/v1/admin/products/{id}",
+			"/v1/customers", "/v1/auth/login", "/v1/auth/refresh", "/v1/me", "/.well-known/openid-configuration", "/authorize", "/oauth/token", "/keys"} {
 			if doc.Paths[path] == nil {
 				t.Errorf("openapi.json lacks %s", path)
 			}
 		}
 		// Every documented operation is routed: none answers the gateway's
-		// "no route" 404.
+		// "no route" 404. A session of its own, since the loop also calls
+		// logout and session deletion.
+		admin := bearer(p.login(adminEmail, adminPassword).AccessToken)
 		for path, ops := range doc.Paths {
 			concrete := strings.NewReplacer("{id}", "prod_01jbx6m1t3k9e2f5ag7h8j9k0m").Replace(path)
 			for method := range ops {
@@ -152,6 +156,8 @@ func TestPlatform(t *testing.T) {
 			}
 		}
 	})
+
+	identityChecks(t, p)
 
 	t.Run("live rate limit", func(t *testing.T) {
 		live := filepath.Join(p.data, "live.yaml")
@@ -199,7 +205,7 @@ func TestPlatform(t *testing.T) {
 			r.Body.Close()
 			return r.StatusCode == 200 && p.servicePID("catalog") != pid
 		})
-		if !strings.Contains(p.out.String(), "catalog |") {
+		if !regexp.MustCompile(`(?m)^catalog +\| `).MatchString(p.out.String()) {
 			t.Fatal("service logs are not prefixed")
 		}
 	})

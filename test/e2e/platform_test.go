@@ -22,7 +22,11 @@ import (
 	"github.com/mercato/mercato/platform/platformtest"
 )
 
-const adminToken = "e2e-admin-token-0123456789abcdef"
+// The admin account identity bootstraps for the test platform.
+const (
+	adminEmail    = "admin@e2e.example"
+	adminPassword = "e2e admin password, long enough"
+)
 
 var binary string
 
@@ -73,7 +77,8 @@ func startPlatform(t *testing.T, cfg config.Config, args []string, env ...string
 	p.cmd = exec.Command(binary, append([]string{"up", "--http", addr, "--data", p.data}, args...)...)
 	p.cmd.Env = append(os.Environ(),
 		"MERCATO_NAMESPACE="+cfg.Namespace,
-		"MERCATO_ADMIN_TOKEN="+adminToken,
+		"MERCATO_ADMIN_EMAIL="+adminEmail,
+		"MERCATO_ADMIN_PASSWORD="+adminPassword,
 		"MERCATO_POSTGRES_URL="+cfg.Postgres.URL,
 		"MERCATO_REDIS_URL="+cfg.Redis.URL,
 		"MERCATO_CONFIG="+filepath.Join(p.data, "mercato.yaml"),
@@ -178,6 +183,9 @@ func tail(s string, lines int) string {
 	return strings.Join(parts, "\n")
 }
 
+// noRedirects shows each answer as the gateway gave it, redirects included.
+var noRedirects = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
 type response struct {
 	status int
 	header http.Header
@@ -205,7 +213,7 @@ func (p *platform) do(method, path string, body any, headers ...string) response
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := noRedirects.Do(req)
 	if err != nil {
 		p.t.Fatalf("%s %s: %v", method, path, err)
 	}
@@ -238,3 +246,27 @@ func (r response) isProblem(t *testing.T, status int) {
 		t.Fatalf("problem body %s", r.body)
 	}
 }
+
+// tokens is what a login or refresh answers.
+type tokens struct {
+	AccessToken  string `json:"access_token"`
+	TokenType    string `json:"token_type"`
+	ExpiresIn    int    `json:"expires_in"`
+	RefreshToken string `json:"refresh_token"`
+	IDToken      string `json:"id_token"`
+}
+
+// login signs in through the gateway and returns the tokens.
+func (p *platform) login(email, password string) tokens {
+	p.t.Helper()
+	r := p.do("POST", "/v1/auth/login", map[string]string{"email": email, "password": password})
+	if r.status != http.StatusOK {
+		p.t.Fatalf("login %s: %d %s", email, r.status, r.body)
+	}
+	var tok tokens
+	r.decode(p.t, &tok)
+	return tok
+}
+
+// bearer returns the Authorization header pair for an access token.
+func bearer(access string) []string { return []string{"Authorization", "Bearer " + access} }
