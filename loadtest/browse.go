@@ -250,29 +250,41 @@ func nextPageToken(body []byte) string {
 	if i < 0 {
 		return ""
 	}
-	rest := bytes.TrimLeft(body[i+len(key):], " \t\r\n")
+	return jsonString(valueAfterKey(body[i+len(key):]))
+}
+
+// valueAfterKey returns the JSON value that rest starts with after a colon,
+// where rest follows a quoted name; nil when no colon follows, because the
+// name was a string value rather than a key.
+func valueAfterKey(rest []byte) []byte {
+	rest = bytes.TrimLeft(rest, " \t\r\n")
 	if len(rest) == 0 || rest[0] != ':' {
+		return nil
+	}
+	return bytes.TrimLeft(rest[1:], " \t\r\n")
+}
+
+// jsonString returns the JSON string that v starts with, and "" when v
+// starts with another value, such as null.
+func jsonString(v []byte) string {
+	if len(v) == 0 || v[0] != '"' {
 		return ""
 	}
-	rest = bytes.TrimLeft(rest[1:], " \t\r\n")
-	if len(rest) == 0 || rest[0] != '"' {
-		return "" // null or absent: the last page
-	}
-	end := bytes.IndexByte(rest[1:], '"')
+	end := bytes.IndexByte(v[1:], '"')
 	if end < 0 {
 		return ""
 	}
-	token := rest[1 : 1+end]
-	if bytes.IndexByte(token, '\\') >= 0 {
+	s := v[1 : 1+end]
+	if bytes.IndexByte(s, '\\') >= 0 {
 		// An escape: the closing quote may be escaped too, so let the JSON
 		// decoder read the string.
-		var s string
-		if json.NewDecoder(bytes.NewReader(rest)).Decode(&s) != nil {
+		var decoded string
+		if json.NewDecoder(bytes.NewReader(v)).Decode(&decoded) != nil {
 			return ""
 		}
-		return s
+		return decoded
 	}
-	return string(token)
+	return string(s)
 }
 
 // snippet shortens a response body for an error message.

@@ -165,29 +165,7 @@ func TestBrowse(t *testing.T) {
 	}
 
 	t.Run("every case ran and printed a line with the documented fields", func(t *testing.T) {
-		wantCases := []string{"browse/product_detail", "browse/list", "browse/search"}
-		wantFields := []string{"concurrency", "duration_s", "error_kinds", "errors", "p50_ms", "p95_ms", "p99_ms", "requests", "rps", "scenario"}
-		sc := bufio.NewScanner(&out)
-		var lines int
-		for sc.Scan() {
-			var fields map[string]any
-			if err := json.Unmarshal(sc.Bytes(), &fields); err != nil {
-				t.Fatalf("line %d is not JSON: %v: %s", lines+1, err, sc.Bytes())
-			}
-			if got := slices.Sorted(maps.Keys(fields)); !slices.Equal(got, wantFields) {
-				t.Errorf("line %d has fields %v, want %v", lines+1, got, wantFields)
-			}
-			if lines < len(wantCases) && fields["scenario"] != wantCases[lines] {
-				t.Errorf("line %d is %v, want %s", lines+1, fields["scenario"], wantCases[lines])
-			}
-			if fields["errors"] != 0.0 || fields["requests"] == 0.0 || fields["rps"] == 0.0 {
-				t.Errorf("line %d: %s", lines+1, sc.Bytes())
-			}
-			lines++
-		}
-		if lines != len(wantCases) || len(results) != len(wantCases) {
-			t.Errorf("%d lines and %d results, want %d", lines, len(results), len(wantCases))
-		}
+		checkResultLines(t, &out, results, "browse/product_detail", "browse/list", "browse/search")
 	})
 
 	f.mu.Lock()
@@ -248,6 +226,35 @@ func TestBrowse(t *testing.T) {
 	})
 }
 
+// checkResultLines checks that out holds one JSON line per case of
+// wantCases, in order, each with the documented fields, some requests and
+// no errors, and that results has as many entries.
+func checkResultLines(t *testing.T, out *bytes.Buffer, results []Result, wantCases ...string) {
+	t.Helper()
+	wantFields := []string{"concurrency", "duration_s", "error_kinds", "errors", "p50_ms", "p95_ms", "p99_ms", "requests", "rps", "scenario"}
+	sc := bufio.NewScanner(out)
+	var lines int
+	for sc.Scan() {
+		var fields map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &fields); err != nil {
+			t.Fatalf("line %d is not JSON: %v: %s", lines+1, err, sc.Bytes())
+		}
+		if got := slices.Sorted(maps.Keys(fields)); !slices.Equal(got, wantFields) {
+			t.Errorf("line %d has fields %v, want %v", lines+1, got, wantFields)
+		}
+		if lines < len(wantCases) && fields["scenario"] != wantCases[lines] {
+			t.Errorf("line %d is %v, want %s", lines+1, fields["scenario"], wantCases[lines])
+		}
+		if fields["errors"] != 0.0 || fields["requests"] == 0.0 || fields["rps"] == 0.0 {
+			t.Errorf("line %d: %s", lines+1, sc.Bytes())
+		}
+		lines++
+	}
+	if lines != len(wantCases) || len(results) != len(wantCases) {
+		t.Errorf("%d lines and %d results, want %d", lines, len(results), len(wantCases))
+	}
+}
+
 func TestBrowseEmptyCatalog(t *testing.T) {
 	srv := httptest.NewServer(newFakeCatalog(t, 0).handler())
 	t.Cleanup(srv.Close)
@@ -278,6 +285,7 @@ func TestLookup(t *testing.T) {
 		ok   bool
 	}{
 		{"browse", true},
+		{"auth", true},
 		{"flash-sale", false},
 		{"", false},
 	}

@@ -7,7 +7,7 @@
 // The command wiring registers the flags and hands over:
 //
 //	fs := flag.NewFlagSet("load", flag.ContinueOnError)
-//	opts := loadtest.Flags(fs) // --url --concurrency --duration --warmup --timeout --ids
+//	opts := loadtest.Flags(fs) // --url --concurrency --duration --warmup --timeout --ids --accounts --run-id
 //	if err := fs.Parse(args); err != nil { ... }
 //	opts.Out, opts.Log = os.Stdout, logger
 //	_, err := loadtest.Run(ctx, fs.Arg(0), *opts)
@@ -17,6 +17,23 @@
 // for --duration each and prints lines such as
 //
 //	{"scenario":"browse/product_detail","rps":10412.5,"p50_ms":4.1,"p95_ms":9.8,"p99_ms":14.2,"errors":0,"requests":208250,"duration_s":20,"concurrency":64,"error_kinds":{}}
+//
+// `mercato load auth` creates --accounts customers (default and minimum:
+// one per worker) named load+<run id>-<n>@example.com with one fixed
+// password, or finds them from an earlier run given its --run-id, and logs
+// each in once (unmeasured); then it runs auth/login (POST /v1/auth/login,
+// each worker taking turns with its customers), auth/refresh (POST
+// /v1/auth/refresh, each worker spending the refresh token of its own
+// previous answer, as tokens rotate and a replay would revoke the session)
+// and auth/me (GET /v1/me with the worker's access token). Login hashes a
+// password on the server, so its rps is low by design: it is the figure to
+// report with the argon2id parameters. A worker that loses its session,
+// because a refresh failed or a case ended with a refresh unanswered, logs
+// in again unmeasured (Request.Unmeasured) rather than risk a replay. The
+// platform must run with MERCATO_RATE_LIMIT_PER_IP=0, since the load comes
+// from one address; setup says so when it meets a 429. The customers are
+// real accounts with a password that is in this source: load a platform
+// that serves no one else.
 //
 // # What the numbers mean
 //

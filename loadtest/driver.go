@@ -33,6 +33,11 @@ type Request struct {
 	// Expect lists the statuses that count as success; nil means 200, and
 	// also 304 when the request carries If-None-Match or If-Modified-Since.
 	Expect []int
+	// Unmeasured marks a request the scenario needs but does not measure,
+	// such as logging in again after a lost session: a success is left out
+	// of the case's statistics, but a failure still counts in its errors,
+	// so that a case cannot look clean while its requests fail.
+	Unmeasured bool
 }
 
 // Header is one request header field.
@@ -217,6 +222,8 @@ func (r *caseRun) work(ctx context.Context, id int, c *client, t *tally) {
 			t.failure(errorKind(err))
 		case !req.expects(resp.Status):
 			t.badStatus(resp.Status)
+		case req.Unmeasured:
+			// A success the case does not measure.
 		default:
 			t.success(now.Sub(start))
 		}

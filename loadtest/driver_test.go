@@ -223,6 +223,48 @@ func TestDrivePassesPreviousResponse(t *testing.T) {
 	}
 }
 
+// TestDriveUnmeasured checks that a successful unmeasured request is left
+// out of the statistics and a failed one is counted as an error.
+func TestDriveUnmeasured(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/fail" {
+			http.Error(w, "boom", http.StatusInternalServerError)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	opts := testOptions(t, srv.URL)
+	opts.Duration = 150 * time.Millisecond
+	sent := make([][3]int64, opts.Concurrency) // per worker: measured, unmeasured ok, unmeasured failed
+	res, err := Drive(t.Context(), opts, "test/unmeasured", func(w int, _ *rand.Rand, _ Response) Request {
+		kind := (sent[w][0] + sent[w][1] + sent[w][2]) % 3
+		sent[w][kind]++
+		switch kind {
+		case 1:
+			return Request{Path: "/ok", Unmeasured: true}
+		case 2:
+			return Request{Path: "/fail", Unmeasured: true}
+		}
+		return Request{Path: "/ok"}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var measured, unmeasuredOK, unmeasuredFailed int64
+	for _, n := range sent {
+		measured, unmeasuredOK, unmeasuredFailed = measured+n[0], unmeasuredOK+n[1], unmeasuredFailed+n[2]
+	}
+	if unmeasuredFailed == 0 {
+		t.Fatalf("no worker got to its third request: %v", sent)
+	}
+	if res.Requests != measured+unmeasuredFailed || res.Errors != unmeasuredFailed || res.ErrorKinds["status_500"] != unmeasuredFailed {
+		t.Errorf("requests %d, errors %d %v; want %d, %d: the %d unmeasured successes left out",
+			res.Requests, res.Errors, res.ErrorKinds, measured+unmeasuredFailed, unmeasuredFailed, unmeasuredOK)
+	}
+	if want := float64(measured) / res.DurationS; res.RPS < want*0.99 || res.RPS > want*1.01 {
+		t.Errorf("rps %v, want measured successes per second %v", res.RPS, want)
+	}
+}
+
 func TestDriveStopsWhenCancelled(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		select {
@@ -257,6 +299,9 @@ func TestDriveRejectsBadOptions(t *testing.T) {
 		{"bad URL", func(o *Options) { o.BaseURL = "localhost:8080" }},
 		{"negative concurrency", func(o *Options) { o.Concurrency = -1 }},
 		{"negative duration", func(o *Options) { o.Duration = -time.Second }},
+		{"negative accounts", func(o *Options) { o.Auth.Accounts = -1 }},
+		{"run id unfit for an email", func(o *Options) { o.Auth.RunID = "a@b" }},
+		{"run id too long", func(o *Options) { o.Auth.RunID = strings.Repeat("a", 41) }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

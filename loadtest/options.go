@@ -45,12 +45,26 @@ type Options struct {
 	Log *slog.Logger
 	// Browse holds the options of the browse scenario.
 	Browse BrowseOptions
+	// Auth holds the options of the auth scenario.
+	Auth AuthOptions
 }
 
 // BrowseOptions configure the browse scenario.
 type BrowseOptions struct {
 	// IDs is how many product ids setup discovers for the detail case.
 	IDs int
+}
+
+// AuthOptions configure the auth scenario.
+type AuthOptions struct {
+	// Accounts is how many customers setup creates and the login case
+	// logs in as; zero means one per worker. Fewer than Concurrency is
+	// refused, since each worker keeps a session of a customer of its own.
+	Accounts int
+	// RunID names the customers, load+<RunID>-<n>@example.com; empty means
+	// a new random one, and the RunID of an earlier run reuses its
+	// customers.
+	RunID string
 }
 
 // Flags registers the load flags on fs and returns the options they fill,
@@ -62,7 +76,7 @@ func Flags(fs *flag.FlagSet) *Options {
 }
 
 // RegisterFlags registers --url, --concurrency, --duration, --warmup,
-// --timeout and --ids on fs, writing into o.
+// --timeout, --ids, --accounts and --run-id on fs, writing into o.
 func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.BaseURL, "url", DefaultBaseURL, "base URL of the gateway")
 	fs.IntVar(&o.Concurrency, "concurrency", DefaultConcurrency, "closed-loop workers, each with one connection")
@@ -70,6 +84,8 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&o.Warmup, "warmup", 0, "unmeasured time before each case (0: the smaller of 2s and 10% of --duration; negative: none)")
 	fs.DurationVar(&o.Timeout, "timeout", DefaultTimeout, "per-request timeout; a request that takes longer counts as an error")
 	fs.IntVar(&o.Browse.IDs, "ids", DefaultBrowseIDs, "browse: product ids to discover for the detail case")
+	fs.IntVar(&o.Auth.Accounts, "accounts", 0, "auth: customers to create and log in as (0: one per worker; at least --concurrency)")
+	fs.StringVar(&o.Auth.RunID, "run-id", "", "auth: names the customers load+ID-N@example.com (empty: a new random one; an earlier run's ID reuses its customers)")
 }
 
 // setDefaults fills zero fields.
@@ -98,6 +114,9 @@ func (o *Options) setDefaults() {
 	if o.Browse.IDs == 0 {
 		o.Browse.IDs = DefaultBrowseIDs
 	}
+	if o.Auth.Accounts == 0 {
+		o.Auth.Accounts = o.Concurrency
+	}
 }
 
 // Validate reports every option that cannot work.
@@ -117,6 +136,12 @@ func (o Options) Validate() error {
 	}
 	if o.Browse.IDs < 0 {
 		errs = append(errs, fmt.Errorf("ids must be positive, not %d", o.Browse.IDs))
+	}
+	if o.Auth.Accounts < 0 {
+		errs = append(errs, fmt.Errorf("accounts must be positive, not %d", o.Auth.Accounts))
+	}
+	if !validRunID(o.Auth.RunID) {
+		errs = append(errs, fmt.Errorf("run-id %q must be at most %d letters, digits, '-' or '_'", o.Auth.RunID, maxRunIDLength))
 	}
 	return errors.Join(errs...)
 }

@@ -17,9 +17,9 @@ func TestFlags(t *testing.T) {
 			Browse: BrowseOptions{IDs: 5000},
 		}},
 		{"every flag", []string{"--url", "http://10.0.0.5:9090", "--concurrency", "128", "--duration", "1m",
-			"--warmup", "5s", "--timeout", "1s", "--ids", "200"}, Options{
+			"--warmup", "5s", "--timeout", "1s", "--ids", "200", "--accounts", "500", "--run-id", "nightly-1"}, Options{
 			BaseURL: "http://10.0.0.5:9090", Concurrency: 128, Duration: time.Minute, Warmup: 5 * time.Second,
-			Timeout: time.Second, Browse: BrowseOptions{IDs: 200},
+			Timeout: time.Second, Browse: BrowseOptions{IDs: 200}, Auth: AuthOptions{Accounts: 500, RunID: "nightly-1"},
 		}},
 	}
 	for _, tt := range tests {

@@ -21,7 +21,8 @@ type Result struct {
 	// Errors counts failed requests: transport failures, timeouts and
 	// unexpected statuses.
 	Errors int64 `json:"errors"`
-	// Requests counts every request of the window, failed ones included.
+	// Requests counts every request of the window, failed ones included,
+	// except the successes of requests marked Unmeasured.
 	Requests int64 `json:"requests"`
 	// DurationS is the length of the measured window in seconds.
 	DurationS float64 `json:"duration_s"`

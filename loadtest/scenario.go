@@ -23,6 +23,7 @@ type Scenario interface {
 func scenarios() []Scenario {
 	return []Scenario{
 		browse{},
+		auth{},
 	}
 }
 
