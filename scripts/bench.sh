@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# bench.sh — the browse benchmark behind `make bench`: start a platform in its
-# own namespace with the per-IP limit off, make sure the catalog holds 100,000
-# products, run `mercato load browse`, and stop the platform.
+# bench.sh — the benchmarks behind `make bench`: start a platform in its own
+# namespace with the per-IP limits off, make sure the catalog holds 100,000
+# products, run `mercato load browse` and `mercato load auth`, and stop the
+# platform.
 #
 # Environment: BENCH_ADDR (default 127.0.0.1:8090), BENCH_CONCURRENCY (64),
-# BENCH_DURATION (20s), BENCH_PRODUCTS (100000), BENCH_FLAGS (extra `up` flags).
+# BENCH_DURATION (20s), BENCH_PRODUCTS (100000), BENCH_FLAGS (extra `up` flags),
+# BENCH_SCENARIOS (default "browse auth").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,4 +29,6 @@ for _ in $(seq 1 120); do
 done
 
 echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ) $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" >&2
-bin/mercato load browse --url "http://$addr" --concurrency "${BENCH_CONCURRENCY:-64}" --duration "${BENCH_DURATION:-20s}"
+for scenario in ${BENCH_SCENARIOS:-browse auth}; do
+	bin/mercato load "$scenario" --url "http://$addr" --concurrency "${BENCH_CONCURRENCY:-64}" --duration "${BENCH_DURATION:-20s}"
+done

@@ -2,7 +2,9 @@ package identity
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
+	"github.com/mercato/mercato/platform/cache"
 	"log/slog"
 	"net/http"
 	"time"
@@ -25,6 +27,9 @@ type api struct {
 	storage  *storage
 	clients  clients
 	verifier *verifier
+	// profiles caches the rendered GET /v1/me body per customer, the
+	// hottest read of the service.
+	profiles *cache.Cache[[]byte]
 	log      *slog.Logger
 	now      func() time.Time
 }
@@ -266,11 +271,21 @@ func (a *api) logout(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (a *api) getMe(w http.ResponseWriter, r *http.Request) error {
-	c, err := a.store.Customer(r.Context(), principalFrom(r.Context()).customerID)
+	cid := principalFrom(r.Context()).customerID
+	body, err := a.profiles.Get(r.Context(), cid, func(ctx context.Context) ([]byte, int64, error) {
+		c, err := a.store.Customer(ctx, cid)
+		if err != nil {
+			return nil, 0, err
+		}
+		body, err := json.Marshal(c)
+		return body, c.version, err
+	})
 	if err != nil {
 		return err
 	}
-	httpapi.WriteJSON(w, http.StatusOK, c)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	_, _ = w.Write(body)
 	return nil
 }
 
@@ -282,6 +297,11 @@ func (a *api) patchMe(w http.ResponseWriter, r *http.Request) error {
 	c, err := a.store.UpdateCustomer(r.Context(), principalFrom(r.Context()).customerID, func(c *Customer) error { return c.Apply(p) })
 	if err != nil {
 		return err
+	}
+	if err := a.profiles.Invalidate(r.Context(), c.ID, c.version); err != nil {
+		// Other replicas' memory holds a profile for at most a second;
+		// Redis keeps the old one until its TTL if this failed.
+		a.log.WarnContext(r.Context(), "profile cache invalidation failed", "err", err)
 	}
 	httpapi.WriteJSON(w, http.StatusOK, c)
 	return nil

@@ -96,6 +96,9 @@ type Customer struct {
 	IsAdmin bool `json:"-"`
 	// passwordHash is the argon2id PHC string; it never leaves the service.
 	passwordHash string
+	// version is updated_at in microseconds: it grows with every change and
+	// orders cached profiles against invalidations.
+	version int64
 }
 
 // Registration is what a client sends to create an account.

@@ -4,6 +4,7 @@ import (
 	"context"
 	_ "embed"
 	"fmt"
+	"github.com/mercato/mercato/platform/cache"
 	"io/fs"
 	"net/http"
 	"strings"
@@ -135,8 +136,16 @@ func run(ctx context.Context, env *service.Env, opts options) error {
 	if err != nil {
 		return err
 	}
+	// Profiles live a second in process memory: replicas share no event
+	// about profile changes, so this bounds how stale another replica's copy
+	// can be; Redis holds them longer and is invalidated by the writer.
+	profiles, err := cache.New[[]byte]("profile", cache.Options{LocalSize: 100_000, LocalTTL: time.Second, RemoteTTL: 10 * time.Minute},
+		rdb, env.Keys(), cache.Raw{}, env.Registry, env.Log)
+	if err != nil {
+		return err
+	}
 	a := &api{store: store, sessions: sessions, accounts: accts, hasher: hasher, tokens: mint, storage: st, clients: registered,
-		verifier: verify, log: env.Log, now: func() time.Time { return opts.now().UTC() }}
+		verifier: verify, profiles: profiles, log: env.Log, now: func() time.Time { return opts.now().UTC() }}
 	a.public(mux, idempotent)
 	a.me(mux, func(h http.Handler) http.Handler { return verify.requireToken(idempotent(h)) })
 	if err := registerRPC(env, sessions); err != nil {

@@ -46,11 +46,12 @@ func (s *Store) publish(ctx context.Context, tx pgx.Tx, typ, subject string, dat
 	return events.Add(ctx, tx, s.namespace, env)
 }
 
-const customerColumns = `id, email, name, password_hash, is_admin, created_at`
+const customerColumns = `id, email, name, password_hash, is_admin, created_at, updated_at`
 
 func scanCustomer(row pgx.Row) (*Customer, error) {
 	var c Customer
-	err := row.Scan(&c.ID, &c.Email, &c.Name, &c.passwordHash, &c.IsAdmin, &c.CreatedAt)
+	var updated time.Time
+	err := row.Scan(&c.ID, &c.Email, &c.Name, &c.passwordHash, &c.IsAdmin, &c.CreatedAt, &updated)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, ErrNotFound
 	}
@@ -58,6 +59,7 @@ func scanCustomer(row pgx.Row) (*Customer, error) {
 		return nil, err
 	}
 	c.CreatedAt = c.CreatedAt.UTC()
+	c.version = updated.UnixMicro()
 	return &c, nil
 }
 
@@ -106,9 +108,11 @@ func (s *Store) UpdateCustomer(ctx context.Context, customerID string, fn func(*
 		if err := fn(c); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `UPDATE customers SET name = $2, updated_at = now() WHERE id = $1`, c.ID, c.Name); err != nil {
+		var updated time.Time
+		if err := tx.QueryRow(ctx, `UPDATE customers SET name = $2, updated_at = greatest(now(), updated_at + interval '1 microsecond') WHERE id = $1 RETURNING updated_at`, c.ID, c.Name).Scan(&updated); err != nil {
 			return fmt.Errorf("update customer: %w", err)
 		}
+		c.version = updated.UnixMicro()
 		out = c
 		return nil
 	})

@@ -7,7 +7,6 @@ import (
 	"net/http"
 	"time"
 
-
 	"github.com/mercato/mercato/platform/auth"
 	"github.com/mercato/mercato/platform/id"
 	"github.com/mercato/mercato/platform/problem"
