@@ -32,6 +32,7 @@ type Config struct {
 	Gateway   GatewayConfig   `koanf:"gateway"`
 	Catalog   CatalogConfig   `koanf:"catalog"`
 	Identity  IdentityConfig  `koanf:"identity"`
+	Inventory InventoryConfig `koanf:"inventory"`
 	// Services maps a service name to where it listens and where others reach it.
 	Services map[string]ServiceConfig `koanf:"services"`
 }
@@ -185,6 +186,31 @@ type Argon2Config struct {
 	Parallelism uint8 `koanf:"parallelism"`
 }
 
+// InventoryConfig tunes stock keeping and flash-sale behaviour.
+type InventoryConfig struct {
+	// Locations are the stock locations in the order reservations draw from
+	// them; one location ("default") means stock is per variant only.
+	Locations []string `koanf:"locations"`
+	// ReservationTTL is how long a reservation holds units when the caller
+	// asks for no other time; MaxReservationTTL bounds what callers may ask.
+	ReservationTTL    time.Duration `koanf:"reservation_ttl"`
+	MaxReservationTTL time.Duration `koanf:"max_reservation_ttl"`
+	// PurchaseLimit is how many units of one variant one customer may hold
+	// and buy; 0 means no limit.
+	PurchaseLimit int64 `koanf:"purchase_limit" live:"true"`
+	// MaxInFlight bounds reservations being worked on at once in one process;
+	// beyond it callers get an immediate "try again" rather than a queue.
+	MaxInFlight int `koanf:"max_in_flight" live:"true"`
+	// MaxInFlightPerVariant bounds them per variant, so that one hot variant
+	// cannot take every slot and slow the others.
+	MaxInFlightPerVariant int `koanf:"max_in_flight_per_variant" live:"true"`
+	// SweepInterval is how often expired reservations are returned.
+	SweepInterval time.Duration `koanf:"sweep_interval"`
+	// LedgerBatch is how many Redis stream entries the ledger writer moves to
+	// PostgreSQL in one transaction.
+	LedgerBatch int `koanf:"ledger_batch"`
+}
+
 // ClientConfig registers an OpenID client.
 type ClientConfig struct {
 	ID string `koanf:"id"`
@@ -305,6 +331,16 @@ func Defaults() Config {
 			LoginFailureBurst:      10,
 			LoginAttemptsPerMinute: 60,
 		},
+		Inventory: InventoryConfig{
+			Locations:             []string{"default"},
+			ReservationTTL:        10 * time.Minute,
+			MaxReservationTTL:     time.Hour,
+			PurchaseLimit:         0,
+			MaxInFlight:           2048,
+			MaxInFlightPerVariant: 512,
+			SweepInterval:         250 * time.Millisecond,
+			LedgerBatch:           1000,
+		},
 		Catalog: CatalogConfig{
 			CacheTTL:       10 * time.Minute,
 			LocalCacheSize: 200_000,
@@ -356,6 +392,15 @@ func (c *Config) Validate() error {
 	}
 	if (c.Identity.AdminEmail == "") != (c.Identity.AdminPassword == "") {
 		errs = append(errs, "identity.admin_email and identity.admin_password (MERCATO_ADMIN_EMAIL, MERCATO_ADMIN_PASSWORD) must be set together")
+	}
+	if len(c.Inventory.Locations) == 0 {
+		errs = append(errs, "inventory.locations must name at least one location")
+	}
+	if c.Inventory.ReservationTTL <= 0 || c.Inventory.MaxReservationTTL < c.Inventory.ReservationTTL {
+		errs = append(errs, "inventory.reservation_ttl must be positive and at most inventory.max_reservation_ttl")
+	}
+	if c.Inventory.PurchaseLimit < 0 {
+		errs = append(errs, "inventory.purchase_limit must not be negative")
 	}
 	if c.RPC.BreakerFailureRatio <= 0 || c.RPC.BreakerFailureRatio > 1 {
 		errs = append(errs, "rpc.breaker_failure_ratio must be in (0, 1]")
