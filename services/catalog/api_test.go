@@ -16,6 +16,8 @@ import (
 
 	"github.com/mercato/mercato/platform/auth/authtest"
 	"github.com/mercato/mercato/platform/config"
+	"github.com/mercato/mercato/platform/events"
+	"github.com/mercato/mercato/platform/events/broker"
 	"github.com/mercato/mercato/platform/openapi"
 	"github.com/mercato/mercato/platform/platformtest"
 	"github.com/mercato/mercato/platform/service"
@@ -589,4 +591,62 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	if !slices.Equal(routes, documented) {
 		t.Fatalf("routes and OpenAPI differ\nroutes:     %v\ndocumented: %v", routes, documented)
 	}
+}
+
+// publishStock publishes inventory's stock.changed for a variant, as the
+// inventory service would.
+func publishStock(t *testing.T, cfg config.Config, sc StockChanged) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	b, err := broker.Open(ctx, &cfg, platformtest.Logger(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	env, err := events.New("inventory", EventStockChanged, sc.VariantID, sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := json.Marshal(env)
+	if err := b.Publish(ctx, events.Message{Topic: events.Topic(cfg.Namespace, "inventory", EventStockChanged), ID: env.ID, Body: body}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Inventory owns stock; the catalog shows each variant's in_stock from its
+// events within a second, and a late, older event does not undo a newer one.
+func TestStockEventsSetInStock(t *testing.T) {
+	t.Parallel()
+	cfg := namespace(t)
+	in := start(t, cfg)
+	p := in.mustProduct(t, productBody("Kite", "KITE-1"))
+	q := in.mustProduct(t, productBody("Reel", "REEL-1"))
+	variant, other := p.Variants[0].ID, q.Variants[0].ID
+	inStock := func(productID string) bool {
+		var got Product
+		in.do(t, "GET", "/v1/products/"+productID, nil).json(t, &got)
+		return got.Variants[0].InStock
+	}
+	if !inStock(p.ID) {
+		t.Fatal("a new variant is not in stock")
+	}
+
+	publishStock(t, cfg.cfg, StockChanged{VariantID: variant, Available: 0, InStock: false, Version: 5})
+	took := platformtest.EventuallyWithin(t, 10*time.Second, "the variant shows out of stock", func() bool { return !inStock(p.ID) })
+	if took > time.Second {
+		t.Errorf("stock.changed took %s to reach the product", took)
+	}
+
+	// An older event arrives late; then a newer one for another variant
+	// marks when the late one has been handled.
+	publishStock(t, cfg.cfg, StockChanged{VariantID: variant, Available: 3, InStock: true, Version: 3})
+	publishStock(t, cfg.cfg, StockChanged{VariantID: other, Available: 0, InStock: false, Version: 1})
+	platformtest.Eventually(t, "the marker event is applied", func() bool { return !inStock(q.ID) })
+	if inStock(p.ID) {
+		t.Fatal("an older stock.changed undid a newer one")
+	}
+
+	publishStock(t, cfg.cfg, StockChanged{VariantID: variant, Available: 7, InStock: true, Version: 6})
+	platformtest.Eventually(t, "the variant is back in stock", func() bool { return inStock(p.ID) })
 }

@@ -71,6 +71,12 @@ func Run(ctx context.Context, env *service.Env) error {
 	listener.On(serviceName, EventCatalogReloaded, func(context.Context, events.Envelope) error { pages.purge(); return nil })
 	env.Go("event-listener", listener.Run)
 
+	// Inventory owns stock; the catalog keeps each variant's in_stock from
+	// its events, once per event whichever instance handles it.
+	stock := events.NewConsumer(stockConsumerGroup, broker, pool, env.Namespace(), env.Config, env.Log, env.Registry)
+	followStock(stock, store)
+	env.Go("stock-consumer", stock.Run)
+
 	a := &api{store: store, read: read, log: env.Log, now: func() time.Time { return time.Now().UTC() },
 		maxAge: func() time.Duration { return env.Config.Get().Catalog.MaxAge }}
 	mux := env.Server.Mux()
