@@ -5,18 +5,27 @@ package loadtest
 import (
 	"bufio"
 	"bytes"
+	"fmt"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"connectrpc.com/connect"
+
+	"github.com/mercato/mercato/platform/id"
 )
 
 // benchConcurrency matches the default --concurrency.
@@ -211,5 +220,152 @@ func skipRequest(br *bufio.Reader) error {
 		if len(line) <= 2 {
 			return nil
 		}
+	}
+}
+
+// BenchmarkFlashSale measures what one Reserve call of the flash sale
+// costs, with the fake inventory in a child process so that the two sides
+// are apart: cpu-µs/call is the generator's, server-cpu-µs/call the
+// fake's, which does little but speak the protocol. Each case runs b.N
+// buyers through saleRun.run at the default concurrency, all answered
+// with a reservation (reserved) or all out of stock (out_of_stock, what
+// most buyers of a sale get). It compares the scenario's choice (connect,
+// two connections, no compression) with the gRPC protocol, with one and
+// four connections, and with connect-go's default of accepting gzip.
+func BenchmarkFlashSale(b *testing.B) {
+	chosen := flashSaleClientOptions()
+	cases := []struct {
+		name  string
+		conns int
+		opts  []connect.ClientOption
+	}{
+		{"connect/conns=2", flashSaleConns, chosen},
+		{"grpc/conns=2", flashSaleConns, append(slices.Clone(chosen), connect.WithGRPC())},
+		{"connect/conns=1", 1, chosen},
+		{"connect/conns=4", 4, chosen},
+		{"connect_gzip/conns=2", flashSaleConns, nil},
+	}
+	for _, answer := range []string{"reserved", "out_of_stock"} {
+		for _, c := range cases {
+			b.Run(answer+"/"+c.name, func(b *testing.B) {
+				units := int64(b.N)
+				if answer == "out_of_stock" {
+					units = 0
+				}
+				benchFlashSale(b, units, c.conns, c.opts)
+			})
+		}
+	}
+}
+
+func benchFlashSale(b *testing.B, units int64, conns int, opts []connect.ClientOption) {
+	b.Helper()
+	variant := id.New("var")
+	child := startFakeInventoryProcess(b, variant, units)
+	inv := newInventoryClients(child.url, conns, opts...)
+	b.Cleanup(inv.close)
+	if err := inv.probe(b.Context(), 5*time.Second); err != nil {
+		b.Fatal(err)
+	}
+	s := &saleRun{
+		opts: Options{
+			Concurrency: benchConcurrency, Duration: time.Hour, Timeout: 5 * time.Second,
+			Log:       slog.New(slog.DiscardHandler),
+			FlashSale: FlashSaleOptions{Buyers: b.N, Units: units},
+		},
+		inv: inv, variantID: variant, keyPrefix: "bench-",
+	}
+	b.ReportAllocs()
+	cpu, serverCPU := cpuTime(b), child.cpu(b)
+	start := time.Now()
+	b.ResetTimer()
+	res, err := s.run(b.Context())
+	b.StopTimer()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if res.Errors > 0 || res.Successes+res.OutOfStock != int64(b.N) {
+		b.Fatalf("%+v %+v", res, *res.FlashSaleResult)
+	}
+	reportRate(b, res.Requests, time.Since(start), cpuTime(b)-cpu)
+	b.ReportMetric(float64((child.cpu(b)-serverCPU).Microseconds())/float64(res.Requests), "server-cpu-µs/call")
+}
+
+// fakeInventoryProcess is a fake inventory served by a child process,
+// which answers each line on its standard input with its CPU time.
+type fakeInventoryProcess struct {
+	url string
+	in  io.Writer
+	out *bufio.Reader
+}
+
+func startFakeInventoryProcess(b *testing.B, variant string, units int64) *fakeInventoryProcess {
+	b.Helper()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestFakeInventoryProcess$")
+	cmd.Env = append(os.Environ(), fmt.Sprintf("LOADTEST_FAKE_INVENTORY=%s=%d", variant, units))
+	cmd.Stderr = os.Stderr
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() {
+		in.Close()
+		cmd.Wait()
+	})
+	p := &fakeInventoryProcess{in: in, out: bufio.NewReader(out)}
+	line, err := p.out.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "http://") {
+		b.Fatalf("the fake inventory process said %q: %v", line, err)
+	}
+	p.url = strings.TrimSpace(line)
+	return p
+}
+
+// cpu is the child's CPU time so far.
+func (p *fakeInventoryProcess) cpu(b *testing.B) time.Duration {
+	b.Helper()
+	if _, err := io.WriteString(p.in, "cpu\n"); err != nil {
+		b.Fatal(err)
+	}
+	line, err := p.out.ReadString('\n')
+	if err != nil {
+		b.Fatal(err)
+	}
+	ns, err := strconv.ParseInt(strings.TrimSpace(line), 10, 64)
+	if err != nil {
+		b.Fatalf("the fake inventory process said %q", line)
+	}
+	return time.Duration(ns)
+}
+
+// TestFakeInventoryProcess is the child process of BenchmarkFlashSale,
+// skipped in any other run.
+func TestFakeInventoryProcess(t *testing.T) {
+	spec := os.Getenv("LOADTEST_FAKE_INVENTORY")
+	if spec == "" {
+		t.Skip("the child process of BenchmarkFlashSale")
+	}
+	variant, units, _ := strings.Cut(spec, "=")
+	n, err := strconv.ParseInt(units, 10, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFakeInventory()
+	f.setStock(variant, n)
+	fmt.Println(f.serve(t))
+	sc := bufio.NewScanner(os.Stdin)
+	for sc.Scan() {
+		var ru syscall.Rusage
+		if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Println(ru.Utime.Nano() + ru.Stime.Nano())
 	}
 }

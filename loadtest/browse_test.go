@@ -286,7 +286,8 @@ func TestLookup(t *testing.T) {
 	}{
 		{"browse", true},
 		{"auth", true},
-		{"flash-sale", false},
+		{"flash-sale", true},
+		{"checkout", false},
 		{"", false},
 	}
 	for _, tt := range tests {

@@ -7,7 +7,7 @@
 // The command wiring registers the flags and hands over:
 //
 //	fs := flag.NewFlagSet("load", flag.ContinueOnError)
-//	opts := loadtest.Flags(fs) // --url --concurrency --duration --warmup --timeout --ids --accounts --run-id
+//	opts := loadtest.Flags(fs) // --url --concurrency --duration --warmup --timeout, and each scenario's own
 //	if err := fs.Parse(args); err != nil { ... }
 //	opts.Out, opts.Log = os.Stdout, logger
 //	_, err := loadtest.Run(ctx, fs.Arg(0), *opts)
@@ -35,6 +35,31 @@
 // real accounts with a password that is in this source: load a platform
 // that serves no one else.
 //
+// `mercato load flash-sale --buyers N --units U --inventory URL` sells one
+// hot variant to N buyers at once and checks that no more than U units were
+// sold. Setup, through the gateway's admin API and unmeasured, logs in as
+// the admin (--admin-email and --admin-password; else MERCATO_ADMIN_EMAIL
+// and MERCATO_ADMIN_PASSWORD; else the admin of a local `mercato up`, whose
+// password is the file admin-password in --data-dir), creates a product
+// with one variant of a new SKU and sets its stock to U. Then --concurrency
+// workers take the buyers in turn, each buyer calling InventoryService.Reserve
+// for one unit, with a customer id and an idempotency key of its own, at the
+// inventory's internal URL (--inventory, which `mercato up` lists) until it
+// is answered with a reservation or out of stock; after an overload or a
+// timeout it asks again with the same key, after a short pause. The run
+// ends when every buyer has an answer, or at --duration, which here is an
+// upper bound; --warmup does not apply, as setup has opened the
+// connections. With --commit each reservation is committed too. Then
+// GetStock reads the variant's stock, and the scenario prints
+//
+//	{"scenario":"flash-sale","rps":12500.3,"p50_ms":4.2,"p95_ms":9.1,"p99_ms":13.5,"errors":0,"requests":50000,"duration_s":4,"concurrency":64,"error_kinds":{},"buyers":50000,"units":1000,"successes":1000,"out_of_stock":49000,"oversold":0,"failed":0,"unanswered":0,"commit":false,"commits":0,"commit_errors":0,"variant_id":"var_…","sku":"FLASH-…","stock":{"on_hand":1000,"reserved":1000,"committed":0,"available":0}}
+//
+// where rps is Reserve calls answered (reserved or out of stock) per second
+// of the whole run, the percentiles are theirs, and errors counts the other
+// calls, by kind (timeout, or the Connect code's name) in error_kinds. oversold is successes above U; the
+// scenario fails loudly when it is not 0 or when the inventory reports more
+// units reserved and committed than on hand.
+//
 // # What the numbers mean
 //
 // Each of Concurrency workers sends its next request as soon as the previous
@@ -50,7 +75,10 @@
 // # How the generator sends requests
 //
 // The generator shares the machine's cores with the system it measures, so
-// each request must cost it as little as possible. It sends HTTP/1.1 through
+// each request must cost it as little as possible. The flash sale speaks
+// Connect over cleartext HTTP/2 to the inventory, as the checkout does
+// (flashSaleClientOptions says why Connect rather than gRPC); the
+// other scenarios send HTTP/1.1 through
 // github.com/valyala/fasthttp: the workers of a case share one HostClient
 // with a keep-alive connection each (one multiplexed HTTP/2 connection would
 // serialise the workers), and each worker reuses its request and response,

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"os"
 	"time"
 )
@@ -17,6 +18,14 @@ const (
 	DefaultDuration    = 20 * time.Second
 	DefaultTimeout     = 5 * time.Second
 	DefaultBrowseIDs   = 5000
+	// DefaultFlashSaleBuyers and DefaultFlashSaleUnits make a sale that
+	// sells out early, so that most answers are out of stock, and that ends
+	// within a few seconds at the issue's 20,000 reservations/s.
+	DefaultFlashSaleBuyers = 50_000
+	DefaultFlashSaleUnits  = 1_000
+	// DefaultDataDir is where `mercato up` keeps its local state, the
+	// admin's password among it.
+	DefaultDataDir = ".mercato"
 
 	// maxDefaultWarmup caps the default warmup, which is otherwise 10% of
 	// the duration.
@@ -31,7 +40,8 @@ type Options struct {
 	// Concurrency is the number of closed-loop workers: each sends its next
 	// request when the previous one has been answered.
 	Concurrency int
-	// Duration is how long each case is measured.
+	// Duration is how long each case is measured; for the flash sale,
+	// which ends when every buyer has an answer, it bounds the run.
 	Duration time.Duration
 	// Warmup runs before each case's measured window and is excluded from
 	// its statistics; zero means the smaller of 2s and 10% of Duration, a
@@ -47,6 +57,8 @@ type Options struct {
 	Browse BrowseOptions
 	// Auth holds the options of the auth scenario.
 	Auth AuthOptions
+	// FlashSale holds the options of the flash-sale scenario.
+	FlashSale FlashSaleOptions
 }
 
 // BrowseOptions configure the browse scenario.
@@ -67,6 +79,27 @@ type AuthOptions struct {
 	RunID string
 }
 
+// FlashSaleOptions configure the flash-sale scenario.
+type FlashSaleOptions struct {
+	// Buyers is how many buyers each reserve one unit once.
+	Buyers int
+	// Units is the hot variant's stock.
+	Units int64
+	// InventoryURL is the inventory service's internal URL, which
+	// reservations go to over the inventory RPC; required.
+	InventoryURL string
+	// Commit commits each successful reservation.
+	Commit bool
+	// AdminEmail and AdminPassword log setup in to the gateway's admin
+	// API; empty means MERCATO_ADMIN_EMAIL and MERCATO_ADMIN_PASSWORD, and
+	// without those the admin of a local `mercato up`, with the password
+	// it keeps in DataDir.
+	AdminEmail    string
+	AdminPassword string
+	// DataDir is the data directory of a local `mercato up`.
+	DataDir string
+}
+
 // Flags registers the load flags on fs and returns the options they fill,
 // so that the command wiring only parses and calls Run.
 func Flags(fs *flag.FlagSet) *Options {
@@ -76,7 +109,9 @@ func Flags(fs *flag.FlagSet) *Options {
 }
 
 // RegisterFlags registers --url, --concurrency, --duration, --warmup,
-// --timeout, --ids, --accounts and --run-id on fs, writing into o.
+// --timeout, --ids, --accounts, --run-id, --buyers, --units, --inventory,
+// --commit, --admin-email, --admin-password and --data-dir on fs, writing
+// into o.
 func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&o.BaseURL, "url", DefaultBaseURL, "base URL of the gateway")
 	fs.IntVar(&o.Concurrency, "concurrency", DefaultConcurrency, "closed-loop workers, each with one connection")
@@ -86,6 +121,13 @@ func (o *Options) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&o.Browse.IDs, "ids", DefaultBrowseIDs, "browse: product ids to discover for the detail case")
 	fs.IntVar(&o.Auth.Accounts, "accounts", 0, "auth: customers to create and log in as (0: one per worker; at least --concurrency)")
 	fs.StringVar(&o.Auth.RunID, "run-id", "", "auth: names the customers load+ID-N@example.com (empty: a new random one; an earlier run's ID reuses its customers)")
+	fs.IntVar(&o.FlashSale.Buyers, "buyers", DefaultFlashSaleBuyers, "flash-sale: buyers, each reserving one unit once (the run ends when all have an answer, or at --duration)")
+	fs.Int64Var(&o.FlashSale.Units, "units", DefaultFlashSaleUnits, "flash-sale: units of the hot variant in stock")
+	fs.StringVar(&o.FlashSale.InventoryURL, "inventory", "", "flash-sale: the inventory service's internal URL, as `mercato up` lists it (required)")
+	fs.BoolVar(&o.FlashSale.Commit, "commit", false, "flash-sale: commit each successful reservation")
+	fs.StringVar(&o.FlashSale.AdminEmail, "admin-email", "", "flash-sale: admin to set up the sale as (empty: MERCATO_ADMIN_EMAIL, else "+devAdminEmail+")")
+	fs.StringVar(&o.FlashSale.AdminPassword, "admin-password", "", "flash-sale: the admin's password (empty: MERCATO_ADMIN_PASSWORD, else the file "+adminPasswordFile+" in --data-dir)")
+	fs.StringVar(&o.FlashSale.DataDir, "data-dir", DefaultDataDir, "flash-sale: data directory of a local `mercato up`, which holds its admin's password")
 }
 
 // setDefaults fills zero fields.
@@ -117,6 +159,15 @@ func (o *Options) setDefaults() {
 	if o.Auth.Accounts == 0 {
 		o.Auth.Accounts = o.Concurrency
 	}
+	if o.FlashSale.Buyers == 0 {
+		o.FlashSale.Buyers = DefaultFlashSaleBuyers
+	}
+	if o.FlashSale.Units == 0 {
+		o.FlashSale.Units = DefaultFlashSaleUnits
+	}
+	if o.FlashSale.DataDir == "" {
+		o.FlashSale.DataDir = DefaultDataDir
+	}
 }
 
 // Validate reports every option that cannot work.
@@ -139,6 +190,17 @@ func (o Options) Validate() error {
 	}
 	if o.Auth.Accounts < 0 {
 		errs = append(errs, fmt.Errorf("accounts must be positive, not %d", o.Auth.Accounts))
+	}
+	if o.FlashSale.Buyers < 0 {
+		errs = append(errs, fmt.Errorf("buyers must be positive, not %d", o.FlashSale.Buyers))
+	}
+	if o.FlashSale.Units < 0 {
+		errs = append(errs, fmt.Errorf("units must be positive, not %d", o.FlashSale.Units))
+	}
+	if o.FlashSale.InventoryURL != "" {
+		if u, err := url.Parse(o.FlashSale.InventoryURL); err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "" {
+			errs = append(errs, fmt.Errorf("inventory URL %q must be an http:// or https:// URL, such as http://127.0.0.1:41234", o.FlashSale.InventoryURL))
+		}
 	}
 	if !validRunID(o.Auth.RunID) {
 		errs = append(errs, fmt.Errorf("run-id %q must be at most %d letters, digits, '-' or '_'", o.Auth.RunID, maxRunIDLength))

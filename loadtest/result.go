@@ -29,8 +29,13 @@ type Result struct {
 	// Concurrency is the number of closed-loop workers.
 	Concurrency int `json:"concurrency"`
 	// ErrorKinds splits Errors by kind: "status_NNN" or one of the Kind
-	// constants.
+	// constants; for the flash sale's RPCs, "timeout" or the Connect
+	// code's name.
 	ErrorKinds map[string]int64 `json:"error_kinds"`
+	// FlashSaleResult holds the flash-sale scenario's counts, printed
+	// among the fields above; nil, and absent from the line, for the
+	// other scenarios.
+	*FlashSaleResult
 }
 
 // tally is what one worker counted in the measured window; each worker owns

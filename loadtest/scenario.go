@@ -24,6 +24,7 @@ func scenarios() []Scenario {
 	return []Scenario{
 		browse{},
 		auth{},
+		flashSale{},
 	}
 }
 

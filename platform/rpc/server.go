@@ -21,6 +21,9 @@ import (
 // value and stack go to the log only.
 var errPanicked = errors.New("internal error")
 
+// compressMinBytes is the smallest response a server compresses.
+const compressMinBytes = 4 << 10
+
 // HandlerOptions returns the options every Connect handler of a Mercato
 // service is built with, outermost first: a server span that continues the
 // caller's W3C trace, RED metrics per procedure and code on reg, a log line
@@ -48,6 +51,10 @@ func HandlerOptions(tp trace.TracerProvider, reg prometheus.Registerer, log *slo
 		return nil, err
 	}
 	return []connect.HandlerOption{
+		// connect-go compresses every response a client accepts gzip for,
+		// however small; internal answers are mostly a few hundred bytes,
+		// where gzip costs more CPU than the bytes it saves on a LAN.
+		connect.WithCompressMinBytes(compressMinBytes),
 		connect.WithInterceptors(tracing, m, errorLogger{log: log}),
 		// Last, so that the interceptors above see the panic as CodeInternal.
 		connect.WithRecover(func(ctx context.Context, spec connect.Spec, _ http.Header, v any) error {

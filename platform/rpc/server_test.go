@@ -134,3 +134,27 @@ func TestHandlerContinuesTraceWithoutHTTPMiddleware(t *testing.T) {
 		t.Errorf("server span's parent %s is not the remote client span", span.Parent().SpanID())
 	}
 }
+
+// Small answers go uncompressed even to a client that accepts gzip: on an
+// internal network gzip costs more CPU than the bytes it saves.
+func TestSmallResponsesAreNotCompressed(t *testing.T) {
+	f := newFixture(t, testRPC())
+	for _, size := range []int{10, 64 << 10} {
+		req, err := http.NewRequest(http.MethodPost, f.baseURL+pingv1connect.PingServicePingProcedure,
+			strings.NewReader(`{"text":"`+strings.Repeat("a", size)+`"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept-Encoding", "gzip")
+		resp, err := (&http.Client{Transport: &http.Transport{DisableCompression: true}}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		got := resp.Header.Get("Content-Encoding")
+		if want := size > 4<<10; (got == "gzip") != want {
+			t.Errorf("%d-byte answer: Content-Encoding %q", size, got)
+		}
+	}
+}
