@@ -9,6 +9,7 @@ import (
 	"github.com/mercato/mercato/services/catalog"
 	"github.com/mercato/mercato/services/gateway"
 	"github.com/mercato/mercato/services/identity"
+	"github.com/mercato/mercato/services/inventory"
 )
 
 // module is one service the binary can run: its setup, its database schema
@@ -27,6 +28,7 @@ func modules() []module {
 	backends := []module{
 		{name: identity.Name, setup: identity.Run, migrations: identity.Migrations(), openapi: identity.OpenAPI},
 		{name: catalog.Name, setup: catalog.Run, migrations: catalog.Migrations(), openapi: catalog.OpenAPI},
+		{name: inventory.Name, setup: inventory.Run, migrations: inventory.Migrations(), openapi: inventory.OpenAPI},
 	}
 	var upstreams []gateway.Upstream
 	for _, m := range backends {

@@ -2,9 +2,12 @@ package rpc
 
 import (
 	"errors"
+	"strings"
 
 	"connectrpc.com/connect"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
+
+	"github.com/mercato/mercato/platform/problem"
 )
 
 // ErrBreakerOpen is wrapped in the CodeUnavailable error of a call that the
@@ -20,11 +23,22 @@ var ErrBulkheadFull = errors.New("too many concurrent calls")
 // field in a google.rpc.BadRequest detail, so that the gateway can answer
 // with a problem that names the field instead of a bare message.
 func InvalidArgument(field, description string) *connect.Error {
-	err := connect.NewError(connect.CodeInvalidArgument, errors.New(field+": "+description))
-	detail, derr := connect.NewErrorDetail(&errdetails.BadRequest{
-		FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: field, Description: description}},
-	})
-	if derr == nil { // marshalling a BadRequest cannot fail; the message still names the field
+	return InvalidArguments(problem.FieldError{Field: field, Message: description})
+}
+
+// InvalidArguments is InvalidArgument for a request with several invalid
+// fields: one BadRequest detail lists them all, in the order given, so that
+// a caller can fix everything at once.
+func InvalidArguments(fields ...problem.FieldError) *connect.Error {
+	parts := make([]string, len(fields))
+	violations := make([]*errdetails.BadRequest_FieldViolation, len(fields))
+	for i, f := range fields {
+		parts[i] = f.Field + ": " + f.Message
+		violations[i] = &errdetails.BadRequest_FieldViolation{Field: f.Field, Description: f.Message}
+	}
+	err := connect.NewError(connect.CodeInvalidArgument, errors.New(strings.Join(parts, "; ")))
+	detail, derr := connect.NewErrorDetail(&errdetails.BadRequest{FieldViolations: violations})
+	if derr == nil { // marshalling a BadRequest cannot fail; the message still names the fields
 		err.AddDetail(detail)
 	}
 	return err
