@@ -39,6 +39,7 @@ func Run(ctx context.Context, env *service.Env) error {
 	if err != nil {
 		return err
 	}
+	env.Go("stock-pipeline", inv.redis.Pipeline)
 	env.Go("stock-guard", inv.guard)
 	env.Go("ledger-writer", inv.writer)
 	env.Go("reservation-sweeper", inv.sweeper)

@@ -45,6 +45,7 @@ type Store struct {
 	locations []string
 	locArg    string
 	s         scripts
+	pipe      pipeliner
 }
 
 // New returns the store of the state under keys (the service's key
@@ -85,7 +86,7 @@ func (s *Store) run(ctx context.Context, script *redis.Script, now time.Time, ex
 	args := make([]any, 0, 3+len(extra))
 	args = append(args, s.base, s.locArg, now.UnixMilli())
 	args = append(args, extra...)
-	v, err := script.Run(ctx, s.rdb, s.keys, args...).Result()
+	v, err := s.eval(ctx, script, args)
 	if err != nil {
 		return nil, "", transportError(err)
 	}
