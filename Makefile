@@ -33,7 +33,7 @@ lint: ## gofmt, go vet, staticcheck and the import rules
 generate: ## regenerate the Go code of the protobuf contracts (buf)
 	scripts/generate.sh
 
-bench: build ## start a platform, seed 100,000 products, run `mercato load browse` and `auth`
+bench: build ## start a platform, seed 100,000 products, run `mercato load browse`, `auth` and `flash-sale`
 	scripts/bench.sh
 
 clean: ## remove build output and local platform state
