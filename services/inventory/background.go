@@ -57,8 +57,12 @@ func (inv *Inventory) ensureWhole(ctx context.Context) error {
 	err = inv.ledger.Rebuild(ctx, inv.now(), retention, func(ctx context.Context) ([]domain.Change, error) {
 		// Another replica may have rebuilt while this one waited for the
 		// lock.
-		if whole, err := inv.whole(ctx); err != nil || whole {
-			return nil, cmpErr(err, errAlreadyWhole)
+		whole, err := inv.whole(ctx)
+		if err != nil {
+			return nil, err
+		}
+		if whole {
+			return nil, errAlreadyWhole
 		}
 		if err := inv.redis.Invalidate(ctx); err != nil {
 			return nil, err
@@ -99,13 +103,6 @@ func (inv *Inventory) whole(ctx context.Context) (bool, error) {
 		return false, err
 	}
 	return st.Whole(epoch), nil
-}
-
-func cmpErr(err, otherwise error) error {
-	if err != nil {
-		return err
-	}
-	return otherwise
 }
 
 // changes keeps the entries that parse; one that does not is a bug in a

@@ -126,7 +126,7 @@ func (h *harness) openLedger() {
 	h.t.Helper()
 	if h.pool == nil {
 		h.pool = platformtest.Postgres(h.t, h.cfg, Name)
-		h.ledger = pgledger.New(h.pool, h.cfg.Namespace, h.cfg.Inventory.Locations)
+		h.ledger = pgledger.New(h.pool, h.cfg.Namespace)
 	}
 }
 

@@ -188,8 +188,6 @@ func rpcError(err error) error {
 		return rpc.InvalidArgument("idempotency_key", "was used for another reservation, with other items or another customer")
 	case errors.As(err, &ended):
 		return connect.NewError(connect.CodeFailedPrecondition, ended)
-	case errors.Is(err, domain.ErrCommitted):
-		return connect.NewError(connect.CodeFailedPrecondition, domain.ErrCommitted)
 	case errors.Is(err, domain.ErrCommitInProgress):
 		return connect.NewError(connect.CodeAborted, domain.ErrCommitInProgress)
 	case errors.Is(err, domain.ErrNotFound):

@@ -92,7 +92,7 @@ func open(ctx context.Context, env *service.Env) (*Inventory, error) {
 	}
 	return &Inventory{
 		redis:     hot,
-		ledger:    pgledger.New(pool, env.Namespace(), locations),
+		ledger:    pgledger.New(pool, env.Namespace()),
 		cfg:       env.Config,
 		log:       env.Log,
 		now:       func() time.Time { return time.Now().UTC() },

@@ -23,9 +23,6 @@ var (
 	// ErrNotFound means the reservation expired long ago, was lost with a
 	// Redis that failed before it reached the ledger, or never existed.
 	ErrNotFound = errors.New("reservation expired or unknown")
-	// ErrCommitted means the reservation was committed, so it cannot be
-	// released.
-	ErrCommitted = errors.New("reservation is committed")
 	// ErrCommitInProgress means a commit of the reservation is under way;
 	// its outcome decides what else may happen to it.
 	ErrCommitInProgress = errors.New("a commit of this reservation is in progress")

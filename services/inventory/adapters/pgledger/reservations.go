@@ -9,6 +9,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mercato/mercato/platform/events"
+	"github.com/mercato/mercato/platform/pg"
 	"github.com/mercato/mercato/services/inventory/domain"
 )
 
@@ -247,7 +248,7 @@ func (s *Store) Rebuild(ctx context.Context, now time.Time, retention time.Durat
 			return err
 		}
 		var snap domain.Snapshot
-		err = s.inTx(ctx, func(tx pgx.Tx) error {
+		err = pg.InTx(ctx, s.pool, func(tx pgx.Tx) error {
 			for start := 0; start < len(changes); start += 1000 {
 				if err := s.apply(ctx, tx, changes[start:min(start+1000, len(changes))]); err != nil {
 					return err
@@ -262,22 +263,10 @@ func (s *Store) Rebuild(ctx context.Context, now time.Time, retention time.Durat
 			return snapshot(ctx, tx, now.Add(-retention), &snap)
 		})
 		if err != nil {
-			return err
+			return classify(err)
 		}
 		return load(ctx, snap)
 	})
-}
-
-func (s *Store) inTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
-	tx, err := s.pool.Begin(ctx)
-	if err != nil {
-		return classify(err)
-	}
-	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	if err := fn(tx); err != nil {
-		return classify(err)
-	}
-	return classify(tx.Commit(ctx))
 }
 
 // republish tells consumers the ledger's state of every variant whose

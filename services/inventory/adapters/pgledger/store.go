@@ -41,14 +41,11 @@ var epochLock = func() int64 {
 type Store struct {
 	pool      *pgxpool.Pool
 	namespace string
-	locations []string
 }
 
-// New returns the ledger in pool; namespace names the event topics and
-// locations are the configured stock locations (events and snapshots sum
-// over them).
-func New(pool *pgxpool.Pool, namespace string, locations []string) *Store {
-	return &Store{pool: pool, namespace: namespace, locations: locations}
+// New returns the ledger in pool; namespace names the event topics.
+func New(pool *pgxpool.Pool, namespace string) *Store {
+	return &Store{pool: pool, namespace: namespace}
 }
 
 // Epoch returns the generation of the Redis state the ledger last loaded.
